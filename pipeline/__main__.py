@@ -1,0 +1,113 @@
+"""The command line: `python -m pipeline run MANIFEST --output DIR [beam options …]`.
+
+Unknown `--flags` are Beam pipeline options and go to Beam untouched. The exit status is 0
+only when the output is complete: every shard written and every source's books balanced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+# Beam warns about optional GCP clients and a resource module nobody here asked for.
+_NOISE = ("apitools not found", "Resource module is not available")
+logging.getLogger().addFilter(lambda r: not any(n in r.getMessage() for n in _NOISE))
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from pipeline.build import build_pipeline, check_buildable  # noqa: E402
+from pipeline.manifest import ManifestError, load_manifest  # noqa: E402
+from pipeline.stats import check_stats  # noqa: E402
+from pipeline.write import DATA_DIR, join, shard_count, shard_name  # noqa: E402
+
+log = logging.getLogger("arabic-pairs")
+
+
+def _remove_old_shards(output_dir: str) -> None:
+    """Shards of an earlier run would mix with this run's under `data/train-*`."""
+    pattern = join(output_dir, DATA_DIR, "train-*.parquet")
+    old = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    if old:
+        log.info("removing %d shard(s) of an earlier run in %s", len(old), output_dir)
+        FileSystems.delete(old)
+
+
+def _read_stats(output_dir: str) -> dict:
+    with FileSystems.open(join(output_dir, "stats.json")) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def _missing_shards(output_dir: str, kept: int, rows_per_shard: int) -> list[str]:
+    count = shard_count(kept, rows_per_shard)
+    paths = [join(output_dir, DATA_DIR, shard_name(i, count)) for i in range(count)]
+    return [p for p in paths if not FileSystems.exists(p)]
+
+
+def format_accounting(stats: dict) -> str:
+    """The accounting as a few lines for the terminal."""
+    lines = []
+    for name, s in stats["sources"].items():
+        drops = ", ".join(f"{r}={n}" for r, n in s["dropped"].items()) or "none"
+        lines.append(f"  {name}: read {s['read']}, kept {s['kept']}, dropped: {drops}")
+    lines.append(f"  total kept {stats['kept']}, duplicates removed {stats['duplicates_removed']}")
+    return "\n".join(lines)
+
+
+def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
+    try:
+        manifest = load_manifest(manifest_path)
+        check_buildable(manifest)
+    except ManifestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with FileSystems.open(manifest_path) as f:
+        manifest_text = f.read().decode("utf-8")
+    if manifest.images.fetch:
+        log.warning(
+            "images.fetch is true but image fetching has not landed yet (issue #4): "
+            "writing URL-only rows"
+        )
+    _remove_old_shards(output_dir)
+    options = PipelineOptions(beam_args)
+    with beam.Pipeline(options=options) as p:
+        build_pipeline(p, manifest, output_dir, manifest_text)
+
+    stats = _read_stats(output_dir)
+    problems = check_stats(stats)
+    problems += [
+        f"missing shard {path}"
+        for path in _missing_shards(output_dir, stats["kept"], manifest.output.rows_per_shard)
+    ]
+    print(f"output: {output_dir}")
+    print(format_accounting(stats))
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="arabic-pairs", description="Build the Arabic image-text dataset."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser(
+        "run",
+        help="build a dataset from a manifest",
+        epilog="Unknown --flags are Beam pipeline options (--runner, --direct_num_workers, …).",
+    )
+    run_cmd.add_argument("manifest", help="the manifest YAML")
+    run_cmd.add_argument("--output", required=True, help="the output folder (local or gs://…)")
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("arabic-pairs").setLevel(logging.INFO)
+    return run(args.manifest, args.output, beam_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

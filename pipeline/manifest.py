@@ -1,0 +1,350 @@
+"""The manifest: YAML parsed into frozen dataclasses and validated before any graph is built.
+
+Every problem is a `ManifestError` whose message is one line naming the key and what is wrong
+(`sources[1].paths: no file matches 'wit/*.tsv'`). Relative paths are resolved against the
+manifest's folder; paths may be any Beam filesystem URL and may hold globs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from apache_beam.io.filesystems import FileSystems
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be built; the message names the key and the problem."""
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class WitSource:
+    """WIT TSV shards (`.tsv` or `.tsv.gz`); rows whose `language` is accepted are kept."""
+
+    paths: tuple[str, ...]
+    # Wikipedia language codes accepted as Arabic. `arz` (Egyptian Arabic Wikipedia) is a
+    # policy choice, so it is off by default; `fa`, `ur`, `ckb`, `azb` are Arabic script, not Arabic.
+    languages: tuple[str, ...] = ("ar",)
+    kind: str = "wit"
+    name: str = "wit"
+
+
+@dataclass(frozen=True)
+class ConceptualCaptionsSource:
+    """Conceptual Captions `caption<TAB>url` files, translated to Arabic."""
+
+    paths: tuple[str, ...]
+    kind: str = "conceptual_captions"
+    name: str = "conceptual_captions"
+
+
+@dataclass(frozen=True)
+class CocoSource:
+    """COCO captions JSON files, translated; images by URL unless `image_root` is given."""
+
+    paths: tuple[str, ...]
+    image_root: str | None = None
+    kind: str = "coco"
+    name: str = "coco"
+
+
+@dataclass(frozen=True)
+class Flickr8kSource:
+    """Flickr8K `NAME.jpg#N<TAB>caption` file and its local image folder, translated."""
+
+    captions: str
+    images: str
+    kind: str = "flickr8k"
+    name: str = "flickr8k"
+
+
+@dataclass(frozen=True)
+class WikipediaSource:
+    """A crawl of Arabic Wikipedia article figures: a live MediaWiki API or Enterprise dumps."""
+
+    api: str | None = None
+    dump: tuple[str, ...] = ()
+    titles: tuple[str, ...] = ()
+    titles_file: str | None = None
+    limit: int | None = None
+    user_agent: str | None = None
+    kind: str = "wikipedia"
+    name: str = "wikipedia"
+
+
+SOURCE_KINDS: dict[str, type] = {
+    "wikipedia": WikipediaSource,
+    "wit": WitSource,
+    "conceptual_captions": ConceptualCaptionsSource,
+    "coco": CocoSource,
+    "flickr8k": Flickr8kSource,
+}
+
+# Keys of a source that name input files, which must exist when the manifest is read.
+PATH_KEYS = {"paths", "captions", "images", "image_root", "dump", "titles_file"}
+
+Source = WitSource | ConceptualCaptionsSource | CocoSource | Flickr8kSource | WikipediaSource
+
+# ---------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class TranslationConfig:
+    """The CTranslate2 model that translates English captions, and earlier translations."""
+
+    model: str | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class FiltersConfig:
+    """Text filters applied to every Arabic caption."""
+
+    # fastText lid.176: the top label must be one of `langid_labels` with at least this probability.
+    langid_min_score: float = 0.5
+    langid_labels: tuple[str, ...] = ("ar",)
+    # Length bounds of the normalised caption.
+    min_chars: int = 3
+    max_chars: int = 1000
+    min_words: int = 1
+    max_words: int = 200
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    fetch: bool = True
+    allow_private_hosts: bool = False
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class DedupeConfig:
+    max_hamming: int = 4
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    rows_per_shard: int = 10000
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    sources: tuple[Source, ...]
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    path: str = ""
+
+    def source(self, name: str) -> Source:
+        return next(s for s in self.sources if s.name == name)
+
+
+SECTIONS: dict[str, type] = {
+    "translation": TranslationConfig,
+    "filters": FiltersConfig,
+    "images": ImagesConfig,
+    "dedupe": DedupeConfig,
+    "output": OutputConfig,
+}
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _check(ok: bool, where: str, problem: str) -> None:
+    if not ok:
+        raise ManifestError(f"{where}: {problem}")
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """`value` as the type `hint` says, or a ManifestError naming `where`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, options[0], where)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if isinstance(value, str):
+            value = [value]
+        _check(isinstance(value, list), where, f"expected a list, got {value!r}")
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        _check(isinstance(value, bool), where, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _check(ok, where, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _check(ok, where, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        _check(isinstance(value, str) and value != "", where, f"expected text, got {value!r}")
+        return value
+    raise TypeError(f"unsupported manifest type {hint!r}")  # a bug in this module, not the input
+
+
+def _build(cls: type, raw: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
+    """An instance of dataclass `cls` from the mapping `raw`; unknown keys are errors."""
+    _check(isinstance(raw, dict), where, f"expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    for key in raw:
+        _check(key in fields, f"{where}.{key}" if where else key, "unknown key")
+    values = {}
+    for name, f in fields.items():
+        key_where = f"{where}.{name}" if where else name
+        if name in raw:
+            values[name] = _convert(raw[name], hints[name], key_where)
+        else:
+            required = (
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            )
+            _check(not required, key_where, "missing")
+    return cls(**values)
+
+
+def _resolve(path: str, base: str) -> str:
+    """A manifest path made absolute against the manifest's folder (URLs stay as they are)."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base, path))
+
+
+def _must_exist(path: str, where: str, folder: bool = False) -> None:
+    if folder and "://" not in path:
+        _check(os.path.isdir(path), where, f"no such folder {path!r}")
+        return
+    try:
+        matched = FileSystems.match([path])[0].metadata_list
+    except Exception as err:  # noqa: BLE001 - any filesystem failure is a manifest error here
+        raise ManifestError(f"{where}: cannot list {path!r} ({err})") from err
+    _check(bool(matched), where, f"no file matches {path!r}")
+    for meta in matched:
+        if "://" not in meta.path:
+            _check(os.access(meta.path, os.R_OK), where, f"cannot read {meta.path!r}")
+
+
+def _check_source(src: Source, where: str, base: str) -> Source:
+    updates = {}
+    for key in PATH_KEYS & {f.name for f in dataclasses.fields(src)}:
+        value = getattr(src, key)
+        if value is None or value == ():
+            continue
+        if isinstance(value, tuple):
+            resolved = tuple(_resolve(p, base) for p in value)
+            for i, p in enumerate(resolved):
+                _must_exist(p, f"{where}.{key}[{i}]")
+        else:
+            resolved = _resolve(value, base)
+            _must_exist(resolved, f"{where}.{key}", folder=key in ("images", "image_root"))
+        updates[key] = resolved
+    if isinstance(src, WikipediaSource):
+        _check(bool(src.api) != bool(src.dump), where, "give exactly one of 'api' or 'dump'")
+        if src.api:
+            _check(
+                src.api.startswith(("http://", "https://")), f"{where}.api", "expected an http(s) URL"
+            )
+            _check(
+                bool(src.user_agent) and "(" in src.user_agent,
+                f"{where}.user_agent",
+                "a live crawl needs a descriptive User-Agent with a contact, "
+                "e.g. 'arabic-pairs/0.1 (https://example.org; you@example.org)'",
+            )
+        _check(src.limit is None or src.limit > 0, f"{where}.limit", "must be positive")
+    if isinstance(src, WitSource):
+        _check(bool(src.languages), f"{where}.languages", "must name at least one language code")
+    return dataclasses.replace(src, **updates)
+
+
+def _check_sections(m: Manifest) -> None:
+    f = m.filters
+    _check(0.0 <= f.langid_min_score <= 1.0, "filters.langid_min_score", "must be in [0, 1]")
+    _check(bool(f.langid_labels), "filters.langid_labels", "must name at least one label")
+    _check(f.min_chars >= 0, "filters.min_chars", "must be >= 0")
+    _check(f.max_chars >= max(1, f.min_chars), "filters.max_chars", "must be >= min_chars")
+    _check(f.min_words >= 0, "filters.min_words", "must be >= 0")
+    _check(f.max_words >= max(1, f.min_words), "filters.max_words", "must be >= min_words")
+    _check(0 <= m.dedupe.max_hamming <= 64, "dedupe.max_hamming", "must be in [0, 64]")
+    _check(m.output.rows_per_shard > 0, "output.rows_per_shard", "must be positive")
+
+
+def parse_manifest(raw: Any, base: str, path: str = "") -> Manifest:
+    """A validated `Manifest` from already-loaded YAML; paths resolve against `base`."""
+    _check(isinstance(raw, dict), "manifest", "expected a mapping at the top level")
+    for key in raw:
+        _check(key in ("name", "sources", *SECTIONS), key, "unknown key")
+    name = _convert(raw.get("name", "arabic-pairs"), str, "name")
+    raw_sources = raw.get("sources")
+    _check(isinstance(raw_sources, list) and raw_sources, "sources", "expected a non-empty list")
+
+    sources: list[Source] = []
+    seen: dict[str, int] = {}
+    for i, raw_src in enumerate(raw_sources):
+        where = f"sources[{i}]"
+        _check(isinstance(raw_src, dict), where, f"expected a mapping, got {raw_src!r}")
+        kind = raw_src.get("kind")
+        _check(kind is not None, f"{where}.kind", "missing")
+        _check(
+            kind in SOURCE_KINDS,
+            f"{where}.kind",
+            f"unknown kind {kind!r} (one of: {', '.join(SOURCE_KINDS)})",
+        )
+        body = {k: v for k, v in raw_src.items() if k != "kind"}
+        src = _build(SOURCE_KINDS[kind], body, where, skip=("kind", "name"))
+        seen[kind] = seen.get(kind, 0) + 1
+        name_in_stats = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
+        src = dataclasses.replace(src, name=name_in_stats)
+        sources.append(_check_source(src, where, base))
+
+    sections = {}
+    for key, cls in SECTIONS.items():
+        value = raw.get(key)
+        sections[key] = cls() if value is None else _build(cls, value, key)
+    translation = sections["translation"]
+    sections["translation"] = dataclasses.replace(
+        translation,
+        **{
+            k: _resolve(getattr(translation, k), base)
+            for k in ("model", "memory")
+            if getattr(translation, k)
+        },
+    )
+    for key in ("model", "memory"):
+        value = getattr(sections["translation"], key)
+        if value:
+            _must_exist(value, f"translation.{key}")
+    manifest = Manifest(name=name, sources=tuple(sources), path=path, **sections)
+    _check_sections(manifest)
+    return manifest
+
+
+def load_manifest(path: str) -> Manifest:
+    """Read and validate the manifest at `path`."""
+    try:
+        with FileSystems.open(path) as f:
+            text = f.read().decode("utf-8")
+    except Exception as err:  # noqa: BLE001 - a missing or unreadable manifest is one error line
+        raise ManifestError(f"{path}: cannot read the manifest ({err})") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        problem = getattr(err, "problem", None) or err
+        raise ManifestError(f"{path}:{line} invalid YAML ({problem})") from err
+    base = os.path.dirname(os.path.abspath(path)) if "://" not in path else path.rsplit("/", 1)[0]
+    return parse_manifest(raw, base, path)

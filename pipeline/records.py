@@ -1,0 +1,148 @@
+"""The one record that flows through every stage, its drop twin, and the output schema.
+
+A `Pair` is immutable: a stage that learns something returns `pair._replace(...)`. A stage that
+rejects a pair emits a `Drop` naming the source and a snake_case reason on its `dropped` output;
+`pipeline.stats` counts those, so one counting path serves every stage.
+"""
+
+import hashlib
+from typing import NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+
+GENUINE = "genuine"
+TRANSLATED = "translated"
+
+# The tag of every stage's side output of `Drop` records.
+DROPPED = "dropped"
+
+class Pair(NamedTuple):
+    """One image-text pair and its provenance.
+
+    `source` is the manifest kind (`wit`); `source_name` tells apart two sources of the same kind
+    (`wit`, `wit#2`) and is the key of `stats.json`. `source_key` identifies the record inside its
+    source (for WIT: page URL and image URL) and, with the caption, makes the stable `id`.
+    """
+
+    id: str
+    source: str
+    source_name: str
+    source_key: str
+    caption_ar: str
+    caption_origin: str
+    caption_en: str | None = None
+    caption_field: str | None = None
+    source_language: str | None = None
+    image_url: str | None = None
+    image_bytes: bytes | None = None
+    image_path: str | None = None
+    phash: str | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mime_type: str | None = None
+    langid_score: float | None = None
+    translation_score: float | None = None
+    page_url: str | None = None
+    page_title: str | None = None
+    section_title: str | None = None
+    is_main_image: bool | None = None
+    license: str | None = None
+    attribution: str | None = None
+    input_file: str | None = None
+    input_line: int | None = None
+
+class Drop(NamedTuple):
+    """A record that left the pipeline: which source lost it, why, and where it came from."""
+
+    source_name: str
+    reason: str
+    input_file: str | None = None
+    input_line: int | None = None
+    detail: str | None = None
+    # A reader may count many identical drops at once (WIT's rows of other languages).
+    count: int = 1
+
+beam.coders.registry.register_coder(Pair, beam.coders.RowCoder)
+beam.coders.registry.register_coder(Drop, beam.coders.RowCoder)
+
+def pair_id(source: str, source_key: str, caption: str) -> str:
+    """The stable id: a hash of the source kind, the record's key in its source, and the caption.
+
+    The kind (not `wit#2`) is hashed so that reordering the manifest keeps every id.
+    """
+    digest = hashlib.sha256("\x1f".join((source, source_key, caption)).encode("utf-8"))
+    return digest.hexdigest()[:32]
+
+def drop(pair: Pair, reason: str, detail: str | None = None) -> Drop:
+    """The `Drop` for a pair that a stage rejects."""
+    return Drop(pair.source_name, reason, pair.input_file, pair.input_line, detail)
+
+# The Parquet schema of the output. `image` is the struct `datasets.Image` reads; the columns
+# the contract names come first, provenance after.
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("caption_ar", pa.string()),
+        ("caption_en", pa.string()),
+        ("caption_origin", pa.string()),
+        ("image_url", pa.string()),
+        ("image", IMAGE_TYPE),
+        ("phash", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("langid_score", pa.float32()),
+        ("translation_score", pa.float32()),
+        ("source_name", pa.string()),
+        ("source_key", pa.string()),
+        ("caption_field", pa.string()),
+        ("source_language", pa.string()),
+        ("sha256", pa.string()),
+        ("mime_type", pa.string()),
+        ("page_url", pa.string()),
+        ("page_title", pa.string()),
+        ("section_title", pa.string()),
+        ("is_main_image", pa.bool_()),
+        ("license", pa.string()),
+        ("attribution", pa.string()),
+    ]
+)
+
+# What each column means, for the dataset card.
+COLUMN_DOCS = {
+    "id": "stable id: hash of source kind, source record key and caption",
+    "source": "the manifest kind the pair came from (wit, wikipedia, conceptual_captions, ...)",
+    "caption_ar": "the Arabic caption, normalised (NFC, no bidi marks or tags, single spaces)",
+    "caption_en": "the English original of a translated caption",
+    "caption_origin": "genuine (written in Arabic) or translated (machine-translated)",
+    "image_url": "where the image came from",
+    "image": "the image bytes, when fetched",
+    "phash": "imagehash pHash, 16 hex digits",
+    "width": "width of the stored image",
+    "height": "height of the stored image",
+    "langid_score": "fastText lid.176 probability that caption_ar is Arabic",
+    "translation_score": "the translator's own confidence (mean token log-probability)",
+    "source_name": "the source's key in stats.json (kind, or kind#2 for a second source)",
+    "source_key": "the record's key inside its source (WIT: page URL and image URL)",
+    "caption_field": "which field of the source the caption was taken from",
+    "source_language": "the language code the source gave the record (WIT: its `language`)",
+    "sha256": "sha256 of the stored image bytes",
+    "mime_type": "the image's MIME type as the source gave it",
+    "page_url": "the page the image appears on",
+    "page_title": "the title of that page",
+    "section_title": "the section of the page the image appears in",
+    "is_main_image": "WIT: the image is the page's first (lead or infobox) image",
+    "license": "the licence of the caption/page text or image, as the source gives it",
+    "attribution": "who to credit, as the source gives it",
+}
+
+def to_row(pair: Pair) -> dict:
+    """A pair as one row of `SCHEMA`."""
+    row = {name: getattr(pair, name, None) for name in SCHEMA.names if name != "image"}
+    has_image = pair.image_bytes is not None or pair.image_path is not None
+    row["image"] = {"bytes": pair.image_bytes, "path": pair.image_path} if has_image else None
+    return row

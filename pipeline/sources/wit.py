@@ -1,0 +1,250 @@
+"""ReadWit: WIT TSV shards (`.tsv`, `.tsv.gz`) to genuine Arabic pairs.
+
+WIT shards are tab-separated with a header and CSV quoting: a field holding a newline, tab or
+quote is wrapped in `"…"`, so the files are read with the csv module (never split on lines) and
+with its field size limit lifted (context fields exceed 131,072 characters). Booleans are
+lowercase `true`/`false`.
+
+The caption is the first usable field in this order (`caption_field` on every row says which):
+1. `caption_reference_description`: the caption shown under the image on the article, written
+   for that article in its language: the best description of the image in context.
+2. `caption_attribution_description`: the file's description on Commons. It is shared by every
+   page using the file and is often multilingual (`English: … العربية: …`); when it carries
+   language prefixes only the segment of an accepted language is taken, else the whole text.
+3. `caption_alt_text_description`: the HTML alt text, short and often generic.
+A field that is empty or only a file name (`IMG_9880.JPG`) is skipped. A field mostly in Arabic
+script wins over an earlier field that is not (an English reference caption with an Arabic alt
+text); when no field is, the first candidate goes on and language ID drops it as `not_arabic`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.io import fileio
+
+from filters.text import arabic_letter_share, is_filename, normalize_caption
+from pipeline.manifest import WitSource
+from pipeline.records import DROPPED, GENUINE, Drop, Pair, pair_id
+
+csv.field_size_limit(sys.maxsize)
+
+REQUIRED_COLUMNS = (
+    "language",
+    "page_url",
+    "image_url",
+    "caption_reference_description",
+    "caption_attribution_description",
+    "caption_alt_text_description",
+)
+CAPTION_FIELDS = (
+    ("reference", "caption_reference_description"),
+    ("attribution", "caption_attribution_description"),
+    ("alt_text", "caption_alt_text_description"),
+)
+
+# Language prefixes seen in Commons descriptions, and the WIT language code each one means.
+_LANGUAGE_NAMES = {
+    "العربية": "ar", "عربي": "ar", "عربى": "ar", "Arabic": "ar", "مصرى": "arz", "مصري": "arz",
+    "Egyptian Arabic": "arz", "English": "en", "Français": "fr", "French": "fr", "Deutsch": "de",
+    "German": "de", "Español": "es", "Spanish": "es", "Italiano": "it", "Italian": "it",
+    "Português": "pt", "Nederlands": "nl", "Polski": "pl", "Русский": "ru", "Українська": "uk",
+    "Türkçe": "tr", "فارسی": "fa", "اردو": "ur", "Čeština": "cs", "Svenska": "sv", "Norsk": "no",
+    "Dansk": "da", "Suomi": "fi", "Magyar": "hu", "Română": "ro", "Ελληνικά": "el", "עברית": "he",
+    "Català": "ca", "Esperanto": "eo", "Bahasa Indonesia": "id", "日本語": "ja", "中文": "zh",
+    "한국어": "ko", "हिन्दी": "hi", "Tiếng Việt": "vi", "ไทย": "th", "Kurdî": "ku", "کوردی": "ckb",
+}  # fmt: skip
+_PREFIX = re.compile(
+    r"(?:^|(?<=\s))("
+    + "|".join(re.escape(n) for n in sorted(_LANGUAGE_NAMES, key=len, reverse=True))
+    + r")\s?:\s*"
+)
+_TRUE = {"true": True, "false": False}
+
+
+def parse_bool(value: str | None) -> bool | None:
+    """WIT's lowercase `true`/`false` (never `bool(value)`: `bool("false")` is True)."""
+    return _TRUE.get((value or "").strip().lower())
+
+
+def language_segments(text: str) -> dict[str, str] | None:
+    """The segments of a prefixed multilingual description by language code, or None if unprefixed.
+
+    `"English: The citadel. العربية: القلعة."` → `{"en": "The citadel.", "ar": "القلعة."}`.
+    """
+    marks = list(_PREFIX.finditer(text))
+    if not marks or text[: marks[0].start()].strip():
+        return None
+    segments: dict[str, str] = {}
+    for mark, nxt in zip(marks, marks[1:] + [None]):
+        end = nxt.start() if nxt else len(text)
+        code = _LANGUAGE_NAMES[mark.group(1)]
+        segments.setdefault(code, text[mark.end() : end].strip())
+    return segments
+
+
+def attribution_caption(text: str, languages: Iterable[str]) -> str:
+    """The part of a Commons description in an accepted language ('' when there is none)."""
+    segments = language_segments(text)
+    if segments is None:
+        return text
+    return next((segments[code] for code in languages if segments.get(code)), "")
+
+
+def choose_caption(row: dict[str, str], languages: tuple[str, ...]) -> tuple[str, str, str]:
+    """(caption, field name, drop reason if no field is usable) by the order in the docstring."""
+    candidates: list[tuple[str, str]] = []
+    saw_filename = False
+    for name, column in CAPTION_FIELDS:
+        text = normalize_caption(row.get(column) or "")
+        if name == "attribution" and text:
+            text = attribution_caption(text, languages)
+        if not text:
+            continue
+        if is_filename(text):
+            saw_filename = True
+            continue
+        candidates.append((text, name))
+    if not candidates:
+        return "", "", "filename_caption" if saw_filename else "empty_caption"
+    for text, name in candidates:
+        if arabic_letter_share(text) > 0.5:
+            return text, name, ""
+    return candidates[0][0], candidates[0][1], ""
+
+
+def _has_bad_bytes(*fields: str) -> bool:
+    """True when a field held bytes that are not UTF-8 (decoded as lone surrogates)."""
+    return any(any("\udc80" <= ch <= "\udcff" for ch in f) for f in fields if f)
+
+
+def _is_raster(mime: str, url: str) -> bool:
+    mime = mime.strip().lower()
+    if mime.startswith("image/"):
+        return mime != "image/svg+xml"
+    if mime:  # video/webm, application/pdf, audio/ogg, ...
+        return False
+    return not url.lower().endswith(".svg")  # a dirty row without a MIME type
+
+
+def parse_wit(stream: io.BufferedIOBase, path: str, source: WitSource) -> Iterator[Pair | Drop]:
+    """Every data row of one shard as a `Pair` or a `Drop`; rows of other languages are counted.
+
+    Raises ValueError (naming the file) only when the file is not a WIT shard at all.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_MINIMAL, strict=False)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as err:
+        raise ValueError(f"{path}:1: cannot read the WIT header ({err})") from err
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{path}:1: not a WIT shard header: missing column(s) {', '.join(missing)}")
+    accepted = set(source.languages)
+    other_languages: Counter[str] = Counter()
+    line = reader.line_num + 1
+    while True:
+        start = line
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            line = reader.line_num + 1
+            yield Drop(source.name, "malformed_row", path, start, str(err)[:200])
+            continue
+        line = reader.line_num + 1
+        if len(fields) != len(header):
+            detail = f"{len(fields)} columns, expected {len(header)}"
+            yield Drop(source.name, "wrong_column_count", path, start, detail)
+            continue
+        row = dict(zip(header, fields))
+        language = row["language"].strip()
+        if language not in accepted:
+            other_languages[language] += 1
+            continue
+        yield _row_to_pair(row, source, path, start)
+    for language, count in sorted(other_languages.items()):
+        yield Drop(source.name, "other_language", path, None, language, count)
+
+
+def _row_to_pair(row: dict[str, str], source: WitSource, path: str, line: int) -> Pair | Drop:
+    image_url = row["image_url"].strip()
+    page_url = row["page_url"].strip()
+    if _has_bad_bytes(*(row[c] for _, c in CAPTION_FIELDS), image_url, page_url):
+        return Drop(source.name, "invalid_utf8", path, line)
+    if not image_url.startswith(("http://", "https://", "//")):
+        return Drop(source.name, "no_image_url", path, line, image_url[:200] or None)
+    if image_url.startswith("//"):
+        image_url = "https:" + image_url
+    mime = row.get("mime_type", "")
+    if not _is_raster(mime, image_url):
+        return Drop(source.name, "unsupported_mime", path, line, mime[:100] or image_url[-40:])
+    caption, field, reason = choose_caption(row, source.languages)
+    if reason:
+        return Drop(source.name, reason, path, line)
+    key = f"{page_url}\t{image_url}"
+    return Pair(
+        id=pair_id(source.kind, key, caption),
+        source=source.kind,
+        source_name=source.name,
+        source_key=key,
+        caption_ar=caption,
+        caption_origin=GENUINE,
+        caption_field=field,
+        source_language=row["language"].strip(),
+        image_url=image_url,
+        mime_type=mime.strip() or None,
+        page_url=page_url or None,
+        page_title=normalize_caption(row.get("page_title", "")) or None,
+        section_title=normalize_caption(row.get("section_title", "")) or None,
+        is_main_image=parse_bool(row.get("is_main_image")),
+        input_file=path,
+        input_line=line,
+    )
+
+
+class _ParseShard(beam.DoFn):
+    def __init__(self, source: WitSource):
+        self._source = source
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        with readable.open() as stream:
+            for record in parse_wit(stream, path, self._source):
+                if isinstance(record, Drop):
+                    yield beam.pvalue.TaggedOutput(DROPPED, record)
+                else:
+                    yield record
+
+
+class ReadWit(beam.PTransform):
+    """Reads the source's WIT shards; returns `(pairs, dropped)`.
+
+    A shard is parsed whole by one worker (quoted newlines make it unsplittable); the pairs are
+    reshuffled so later stages spread over all workers.
+    """
+
+    def __init__(self, source: WitSource):
+        super().__init__()
+        self._source = source
+
+    def expand(self, pbegin):
+        parsed = (
+            pbegin
+            | "Patterns" >> beam.Create(list(self._source.paths))
+            | "Match" >> fileio.MatchAll()
+            | "Open" >> fileio.ReadMatches()
+            | "Parse" >> beam.ParDo(_ParseShard(self._source)).with_outputs(DROPPED, main="pairs")
+        )
+        pairs = parsed.pairs | "Spread" >> beam.Reshuffle()
+        return pairs, parsed[DROPPED]

@@ -1,0 +1,94 @@
+"""The accounting: `stats.json` computed from the data, on every runner.
+
+`read` is counted where each source emits its records (pairs and drops alike), `kept` from the
+pairs that reach the writer, `dropped` from every stage's `Drop` records. Runners differ in
+whether they commit metrics, so none of this uses Beam metrics. `check_stats` verifies
+`read = kept + sum(dropped)` for every source after the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+
+READ, KEPT, DROPPED_REASON = "read", "kept", "dropped"
+
+
+def build_stats(entries: Iterable[tuple[str, object, int]], source_names: Sequence[str]) -> dict:
+    """`stats.json` from `(what, key, count)` entries.
+
+    `what` is `read` or `kept` with a source name as key, or `dropped` with `(source, reason)`.
+    Every source of the manifest appears, in manifest order, even when it held nothing.
+    """
+    sources = {name: {"read": 0, "kept": 0, "dropped": {}} for name in source_names}
+    for what, key, count in entries:
+        if what == DROPPED_REASON:
+            name, reason = key
+            dropped = sources.setdefault(name, {"read": 0, "kept": 0, "dropped": {}})["dropped"]
+            dropped[reason] = dropped.get(reason, 0) + count
+        else:
+            sources.setdefault(key, {"read": 0, "kept": 0, "dropped": {}})[what] += count
+    for entry in sources.values():
+        entry["dropped"] = dict(sorted(entry["dropped"].items()))
+    return {
+        "sources": sources,
+        "kept": sum(s["kept"] for s in sources.values()),
+        "duplicates_removed": sum(s["dropped"].get("duplicate", 0) for s in sources.values()),
+    }
+
+
+def check_stats(stats: dict) -> list[str]:
+    """The sources whose books do not balance, as messages (empty when all is accounted for)."""
+    problems = []
+    for name, s in stats["sources"].items():
+        dropped = sum(s["dropped"].values())
+        if s["read"] != s["kept"] + dropped:
+            problems.append(
+                f"{name}: read {s['read']} != kept {s['kept']} + dropped {dropped}"
+                f" ({s['read'] - s['kept'] - dropped:+d} unaccounted)"
+            )
+    return problems
+
+
+class ComputeStats(beam.PTransform):
+    """`(read_pairs, read_drops, kept, dropped)` → one element: the `stats.json` dict.
+
+    `read_pairs`/`read_drops` are what the sources emitted; `kept` the pairs that reach the
+    writer; `dropped` every `Drop` of every stage, the sources' own included.
+    """
+
+    def __init__(self, source_names: Sequence[str]):
+        super().__init__()
+        self._source_names = tuple(source_names)
+
+    def expand(self, pcolls):
+        read_pairs, read_drops, kept, dropped = pcolls
+        read = (
+            (
+                read_pairs | "ReadPairs" >> beam.Map(lambda p: (p.source_name, 1)),
+                read_drops | "ReadDrops" >> beam.Map(lambda d: (d.source_name, d.count)),
+            )
+            | "AllRead" >> beam.Flatten()
+            | "SumRead" >> beam.CombinePerKey(sum)
+            | "TagRead" >> beam.Map(lambda kv: (READ, kv[0], kv[1]))
+        )
+        kept_counts = (
+            kept
+            | "KeptKeys" >> beam.Map(lambda p: (p.source_name, 1))
+            | "SumKept" >> beam.CombinePerKey(sum)
+            | "TagKept" >> beam.Map(lambda kv: (KEPT, kv[0], kv[1]))
+        )
+        drop_counts = (
+            dropped
+            | "DropKeys" >> beam.Map(lambda d: ((d.source_name, d.reason), d.count))
+            | "SumDropped" >> beam.CombinePerKey(sum)
+            | "TagDropped" >> beam.Map(lambda kv: (DROPPED_REASON, kv[0], kv[1]))
+        )
+        names = self._source_names
+        return (
+            (read, kept_counts, drop_counts)
+            | "AllCounts" >> beam.Flatten()
+            | "Gather" >> beam.combiners.ToList()
+            | "Build" >> beam.Map(lambda entries: build_stats(entries, names))
+        )

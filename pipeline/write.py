@@ -1,0 +1,200 @@
+"""WriteDataset: Parquet shards, the Hugging Face dataset card and `stats.json`.
+
+Pairs are spread over `ceil(kept / rows_per_shard)` shards by a hash of their id (so a shard
+holds about `rows_per_shard` rows) and sorted by id inside a shard: the same inputs give the
+same files on any runner. Every shard index is written, empty ones included, so the names
+`train-XXXXX-of-NNNNN.parquet` always form a complete set. Each file is written under a temporary
+name and renamed, so a retried bundle never leaves half a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.records import COLUMN_DOCS, SCHEMA, to_row
+
+DATA_DIR = "data"
+
+
+def hf_features():
+    """The `datasets.Features` of the output: `SCHEMA` with `image` as a `datasets.Image`."""
+    import datasets  # heavy; only the driver and the writer need it
+
+    features = datasets.Features.from_arrow_schema(SCHEMA)
+    features["image"] = datasets.Image()
+    return features
+
+
+def arrow_schema() -> pa.Schema:
+    """`SCHEMA` with the `huggingface` metadata that makes `datasets` decode `image`."""
+    return hf_features().arrow_schema
+
+
+def join(base: str, *parts: str) -> str:
+    """A path under `base`, for local folders and filesystem URLs alike."""
+    if "://" in base:
+        return posixpath.join(base, *parts)
+    return FileSystems.join(base, *parts)
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"train-{index:05d}-of-{count:05d}.parquet"
+
+
+def shard_count(kept: int, rows_per_shard: int) -> int:
+    return max(1, math.ceil(kept / rows_per_shard))
+
+
+def shard_of(pair_id: str, count: int) -> int:
+    return int(pair_id[:12], 16) % count
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` through a temporary name, so readers never see half a file."""
+    tmp = join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
+    with FileSystems.create(tmp) as f:
+        f.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def table_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
+    """A Parquet file of `rows`. An empty one has no row group at all: `datasets` fails on a
+    row group of zero rows ("BatchSize must be greater than 0") but reads a file with none."""
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        if rows:
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    return sink.getvalue().to_pybytes()
+
+
+def dataset_card(name: str, stats: dict, features, manifest_text: str | None) -> str:
+    """The `README.md` of the output: a YAML header `datasets` reads, then what the data is."""
+    header = {
+        "pretty_name": name,
+        "language": ["ar"],
+        "task_categories": ["image-to-text", "text-to-image"],
+        "license": "other",
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-*.parquet"}],
+            }
+        ],
+        "dataset_info": {
+            "features": features._to_yaml_list(),
+            "splits": [{"name": "train", "num_examples": stats["kept"]}],
+        },
+    }
+    lines = [
+        "---",
+        yaml.safe_dump(header, allow_unicode=True, sort_keys=False).rstrip(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        "Arabic image–text pairs built by arabic-pairs. Genuine captions were written in Arabic",
+        "(`caption_origin: genuine`); translated ones were machine-translated from English",
+        "(`caption_origin: translated`, original in `caption_en`). Each row says where it came",
+        "from (`source`, `source_key`, `page_url`, `image_url`). Licences are those of the",
+        "sources: WIT and Wikipedia text is CC BY-SA; each image keeps the licence of its file.",
+        "",
+        "## Pairs per source",
+        "",
+        "| source | read | kept | dropped |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for source, s in stats["sources"].items():
+        drops = ", ".join(f"{reason} {n}" for reason, n in s["dropped"].items()) or "—"
+        lines.append(f"| {source} | {s['read']} | {s['kept']} | {drops} |")
+    lines += [
+        "",
+        f"Total kept: {stats['kept']}; duplicates removed: {stats['duplicates_removed']}.",
+        "",
+        "## Columns",
+        "",
+        "| column | meaning |",
+        "| --- | --- |",
+    ]
+    lines += [f"| `{col}` | {doc} |" for col, doc in COLUMN_DOCS.items()]
+    if manifest_text:
+        lines += ["", "## Manifest", "", "```yaml", manifest_text.rstrip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, output_dir: str):
+        self._output_dir = output_dir
+        self._schema = None
+
+    def setup(self):
+        self._schema = arrow_schema()
+
+    def process(self, keyed, count):
+        index, items = keyed
+        pairs = sorted((p for p in items if p is not None), key=lambda p: p.id)
+        path = join(self._output_dir, DATA_DIR, shard_name(index, count))
+        write_bytes(path, table_bytes([to_row(p) for p in pairs], self._schema))
+        yield path, len(pairs)
+
+
+class _WriteCardAndStats(beam.DoFn):
+    def __init__(self, output_dir: str, name: str, manifest_text: str | None):
+        self._output_dir = output_dir
+        self._name = name
+        self._manifest_text = manifest_text
+
+    def process(self, stats, shards):
+        written = sum(n for _, n in shards)
+        if written != stats["kept"]:
+            raise RuntimeError(f"wrote {written} rows but counted {stats['kept']} kept pairs")
+        card = dataset_card(self._name, stats, hf_features(), self._manifest_text)
+        write_bytes(join(self._output_dir, "README.md"), card.encode("utf-8"))
+        text = json.dumps(stats, ensure_ascii=False, indent=2) + "\n"
+        write_bytes(join(self._output_dir, "stats.json"), text.encode("utf-8"))
+        yield stats
+
+
+class WriteDataset(beam.PTransform):
+    """`(pairs, stats)` → the output folder; returns the `stats` element once all is written."""
+
+    def __init__(
+        self, output_dir: str, *, rows_per_shard: int, name: str, manifest_text: str | None = None
+    ):
+        super().__init__()
+        self._output_dir = output_dir
+        self._rows_per_shard = rows_per_shard
+        self._name = name
+        self._manifest_text = manifest_text
+
+    def expand(self, pcolls):
+        pairs, stats = pcolls
+        per_shard = self._rows_per_shard
+        count = (
+            pairs
+            | "Count" >> beam.combiners.Count.Globally()
+            | "Shards" >> beam.Map(lambda n: shard_count(n, per_shard))
+        )
+        count_side = beam.pvalue.AsSingleton(count)
+        keyed = pairs | "KeyByShard" >> beam.Map(lambda p, n: (shard_of(p.id, n), p), count_side)
+        # One empty marker per shard index, so that every shard is written, even an empty one.
+        markers = count | "EveryShard" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)])
+        shards = (
+            (keyed, markers)
+            | "WithMarkers" >> beam.Flatten()
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(_WriteShard(self._output_dir), count_side)
+        )
+        return stats | "WriteCardAndStats" >> beam.ParDo(
+            _WriteCardAndStats(self._output_dir, self._name, self._manifest_text),
+            beam.pvalue.AsList(shards),
+        )
