@@ -15,7 +15,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from pipeline.records import DROPPED, Drop, Pair, drop
+from pipeline.records import DROPPED, Drop, drop
 
 # (label, probability) pairs, best first, labels without fastText's `__label__` prefix.
 Prediction = tuple[tuple[str, float], ...]
@@ -33,7 +33,8 @@ def predict(model: Any, text: str, k: int = 5) -> Prediction:
     """The top `k` languages of one text. fastText rejects newlines, so they become spaces."""
     labels, probs = model.predict(text.replace("\n", " "), k=k)
     return tuple(
-        (label.removeprefix("__label__"), min(1.0, float(p))) for label, p in zip(labels, probs)
+        (label.removeprefix("__label__"), min(1.0, float(p)))
+        for label, p in zip(labels, probs, strict=True)
     )
 
 

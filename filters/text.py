@@ -115,7 +115,5 @@ class CleanCaptions(beam.PTransform):
         )
 
     def expand(self, pairs):
-        out = pairs | "Clean" >> beam.ParDo(_Clean(self._bounds)).with_outputs(
-            DROPPED, main="kept"
-        )
+        out = pairs | "Clean" >> beam.ParDo(_Clean(self._bounds)).with_outputs(DROPPED, main="kept")
         return out.kept, out[DROPPED]

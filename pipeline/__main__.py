@@ -84,6 +84,12 @@ def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
     ]
     print(f"output: {output_dir}")
     print(format_accounting(stats))
+    if stats["kept"] == 0:
+        print(
+            "warning: no pair was kept; the empty shard has every column, but "
+            "datasets.load_dataset refuses a dataset of zero rows",
+            file=sys.stderr,
+        )
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)

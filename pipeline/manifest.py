@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ class WitSource:
 
     paths: tuple[str, ...]
     # Wikipedia language codes accepted as Arabic. `arz` (Egyptian Arabic Wikipedia) is a
-    # policy choice, so it is off by default; `fa`, `ur`, `ckb`, `azb` are Arabic script, not Arabic.
+    # policy choice, off by default; `fa`, `ur`, `ckb`, `azb` are Arabic script, not Arabic.
     languages: tuple[str, ...] = ("ar",)
     kind: str = "wit"
     name: str = "wit"
@@ -87,6 +89,9 @@ SOURCE_KINDS: dict[str, type] = {
     "coco": CocoSource,
     "flickr8k": Flickr8kSource,
 }
+
+# A User-Agent's contact: an e-mail address or a URL in parentheses (Wikimedia's policy).
+_CONTACT = re.compile(r"\([^()]*(?:[\w.+-]+@[\w-]+\.[\w.-]+|https?://[^\s()]+)[^()]*\)")
 
 # Keys of a source that name input files, which must exist when the manifest is read.
 PATH_KEYS = {"paths", "captions", "images", "image_root", "dump", "titles_file"}
@@ -210,9 +215,7 @@ def _build(cls: type, raw: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
         if name in raw:
             values[name] = _convert(raw[name], hints[name], key_where)
         else:
-            required = (
-                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            )
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             _check(not required, key_where, "missing")
     return cls(**values)
 
@@ -221,6 +224,9 @@ def _resolve(path: str, base: str) -> str:
     """A manifest path made absolute against the manifest's folder (URLs stay as they are)."""
     if "://" in path or os.path.isabs(path):
         return path
+    if "://" in base:  # normpath would fold the `//` of the scheme
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, path))}"
     return os.path.normpath(os.path.join(base, path))
 
 
@@ -240,7 +246,7 @@ def _must_exist(path: str, where: str, folder: bool = False) -> None:
 
 def _check_source(src: Source, where: str, base: str) -> Source:
     updates = {}
-    for key in PATH_KEYS & {f.name for f in dataclasses.fields(src)}:
+    for key in [f.name for f in dataclasses.fields(src) if f.name in PATH_KEYS]:
         value = getattr(src, key)
         if value is None or value == ():
             continue
@@ -256,10 +262,12 @@ def _check_source(src: Source, where: str, base: str) -> Source:
         _check(bool(src.api) != bool(src.dump), where, "give exactly one of 'api' or 'dump'")
         if src.api:
             _check(
-                src.api.startswith(("http://", "https://")), f"{where}.api", "expected an http(s) URL"
+                src.api.startswith(("http://", "https://")),
+                f"{where}.api",
+                "expected an http(s) URL",
             )
             _check(
-                bool(src.user_agent) and "(" in src.user_agent,
+                bool(src.user_agent and _CONTACT.search(src.user_agent)),
                 f"{where}.user_agent",
                 "a live crawl needs a descriptive User-Agent with a contact, "
                 "e.g. 'arabic-pairs/0.1 (https://example.org; you@example.org)'",
@@ -299,7 +307,7 @@ def parse_manifest(raw: Any, base: str, path: str = "") -> Manifest:
         kind = raw_src.get("kind")
         _check(kind is not None, f"{where}.kind", "missing")
         _check(
-            kind in SOURCE_KINDS,
+            isinstance(kind, str) and kind in SOURCE_KINDS,
             f"{where}.kind",
             f"unknown kind {kind!r} (one of: {', '.join(SOURCE_KINDS)})",
         )
@@ -342,9 +350,13 @@ def load_manifest(path: str) -> Manifest:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" line {where.line + 1}" if where else ""
-        problem = getattr(err, "problem", None) or err
-        raise ManifestError(f"{path}:{line} invalid YAML ({problem})") from err
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:
+            line = mark.line + 1
+        else:  # a ReaderError (a control character) has only a character position
+            line = text[: getattr(err, "position", 0)].count("\n") + 1
+        problem = getattr(err, "problem", None) or getattr(err, "reason", None) or str(err)
+        problem = " ".join(str(problem).split())
+        raise ManifestError(f"{path}: line {line} invalid YAML ({problem})") from err
     base = os.path.dirname(os.path.abspath(path)) if "://" not in path else path.rsplit("/", 1)[0]
     return parse_manifest(raw, base, path)

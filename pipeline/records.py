@@ -17,6 +17,7 @@ TRANSLATED = "translated"
 # The tag of every stage's side output of `Drop` records.
 DROPPED = "dropped"
 
+
 class Pair(NamedTuple):
     """One image-text pair and its provenance.
 
@@ -53,6 +54,7 @@ class Pair(NamedTuple):
     input_file: str | None = None
     input_line: int | None = None
 
+
 class Drop(NamedTuple):
     """A record that left the pipeline: which source lost it, why, and where it came from."""
 
@@ -64,8 +66,10 @@ class Drop(NamedTuple):
     # A reader may count many identical drops at once (WIT's rows of other languages).
     count: int = 1
 
+
 beam.coders.registry.register_coder(Pair, beam.coders.RowCoder)
 beam.coders.registry.register_coder(Drop, beam.coders.RowCoder)
+
 
 def pair_id(source: str, source_key: str, caption: str) -> str:
     """The stable id: a hash of the source kind, the record's key in its source, and the caption.
@@ -75,9 +79,11 @@ def pair_id(source: str, source_key: str, caption: str) -> str:
     digest = hashlib.sha256("\x1f".join((source, source_key, caption)).encode("utf-8"))
     return digest.hexdigest()[:32]
 
+
 def drop(pair: Pair, reason: str, detail: str | None = None) -> Drop:
     """The `Drop` for a pair that a stage rejects."""
     return Drop(pair.source_name, reason, pair.input_file, pair.input_line, detail)
+
 
 # The Parquet schema of the output. `image` is the struct `datasets.Image` reads; the columns
 # the contract names come first, provenance after.
@@ -139,6 +145,7 @@ COLUMN_DOCS = {
     "license": "the licence of the caption/page text or image, as the source gives it",
     "attribution": "who to credit, as the source gives it",
 }
+
 
 def to_row(pair: Pair) -> dict:
     """A pair as one row of `SCHEMA`."""

@@ -9,6 +9,7 @@ name and renamed, so a retried bundle never leaves half a shard.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import posixpath
@@ -77,8 +78,21 @@ def table_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def dataset_card(name: str, stats: dict, features, manifest_text: str | None) -> str:
-    """The `README.md` of the output: a YAML header `datasets` reads, then what the data is."""
+def fingerprint(shards: list[tuple[str, int, str]]) -> str:
+    """One digest of the whole output from each shard's (path, rows, sha256)."""
+    names = sorted((posixpath.basename(path), digest) for path, _, digest in shards)
+    return hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
+
+
+def dataset_card(
+    name: str, stats: dict, features, manifest_text: str | None, content_fingerprint: str
+) -> str:
+    """The `README.md` of the output: a YAML header `datasets` reads, then what the data is.
+
+    `datasets` caches a local folder under a hash of the card's `dataset_info` and not of the
+    data (two builds into folders of the same name share a cache entry), so the description
+    carries a fingerprint of the shards' contents.
+    """
     header = {
         "pretty_name": name,
         "language": ["ar"],
@@ -91,8 +105,8 @@ def dataset_card(name: str, stats: dict, features, manifest_text: str | None) ->
             }
         ],
         "dataset_info": {
+            "description": f"arabic-pairs build, content fingerprint {content_fingerprint}",
             "features": features._to_yaml_list(),
-            "splits": [{"name": "train", "num_examples": stats["kept"]}],
         },
     }
     lines = [
@@ -143,8 +157,9 @@ class _WriteShard(beam.DoFn):
         index, items = keyed
         pairs = sorted((p for p in items if p is not None), key=lambda p: p.id)
         path = join(self._output_dir, DATA_DIR, shard_name(index, count))
-        write_bytes(path, table_bytes([to_row(p) for p in pairs], self._schema))
-        yield path, len(pairs)
+        data = table_bytes([to_row(p) for p in pairs], self._schema)
+        write_bytes(path, data)
+        yield path, len(pairs), hashlib.sha256(data).hexdigest()
 
 
 class _WriteCardAndStats(beam.DoFn):
@@ -154,10 +169,12 @@ class _WriteCardAndStats(beam.DoFn):
         self._manifest_text = manifest_text
 
     def process(self, stats, shards):
-        written = sum(n for _, n in shards)
+        written = sum(n for _, n, _ in shards)
         if written != stats["kept"]:
             raise RuntimeError(f"wrote {written} rows but counted {stats['kept']} kept pairs")
-        card = dataset_card(self._name, stats, hf_features(), self._manifest_text)
+        card = dataset_card(
+            self._name, stats, hf_features(), self._manifest_text, fingerprint(shards)
+        )
         write_bytes(join(self._output_dir, "README.md"), card.encode("utf-8"))
         text = json.dumps(stats, ensure_ascii=False, indent=2) + "\n"
         write_bytes(join(self._output_dir, "stats.json"), text.encode("utf-8"))

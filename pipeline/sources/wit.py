@@ -82,7 +82,7 @@ def language_segments(text: str) -> dict[str, str] | None:
     if not marks or text[: marks[0].start()].strip():
         return None
     segments: dict[str, str] = {}
-    for mark, nxt in zip(marks, marks[1:] + [None]):
+    for mark, nxt in zip(marks, [*marks[1:], None], strict=True):
         end = nxt.start() if nxt else len(text)
         code = _LANGUAGE_NAMES[mark.group(1)]
         segments.setdefault(code, text[mark.end() : end].strip())
@@ -133,12 +133,31 @@ def _is_raster(mime: str, url: str) -> bool:
     return not url.lower().endswith(".svg")  # a dirty row without a MIME type
 
 
-def parse_wit(stream: io.BufferedIOBase, path: str, source: WitSource) -> Iterator[Pair | Drop]:
-    """Every data row of one shard as a `Pair` or a `Drop`; rows of other languages are counted.
+class _RawReader(io.RawIOBase):
+    """Any object with `read(n)` (Beam's `CompressedFile` has no more) as a raw binary stream."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
+    """Every data row of one shard (a binary stream) as a `Pair` or a `Drop`; rows of other
+    languages are counted, one `Drop` per language.
 
     Raises ValueError (naming the file) only when the file is not a WIT shard at all.
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    # newline="" hands the csv module the raw line ends it needs for quoted newlines; bytes that
+    # are not UTF-8 survive as lone surrogates, and their row is dropped as `invalid_utf8`.
+    binary = io.BufferedReader(_RawReader(stream), buffer_size=1 << 20)
+    text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
     reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_MINIMAL, strict=False)
     try:
         header = next(reader)
@@ -148,7 +167,9 @@ def parse_wit(stream: io.BufferedIOBase, path: str, source: WitSource) -> Iterat
         raise ValueError(f"{path}:1: cannot read the WIT header ({err})") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise ValueError(f"{path}:1: not a WIT shard header: missing column(s) {', '.join(missing)}")
+        raise ValueError(
+            f"{path}:1: not a WIT shard header: missing column(s) {', '.join(missing)}"
+        )
     accepted = set(source.languages)
     other_languages: Counter[str] = Counter()
     line = reader.line_num + 1
@@ -158,16 +179,17 @@ def parse_wit(stream: io.BufferedIOBase, path: str, source: WitSource) -> Iterat
             fields = next(reader)
         except StopIteration:
             break
-        except csv.Error as err:
+        except csv.Error as err:  # e.g. "line contains NUL" on Python 3.10
             line = reader.line_num + 1
             yield Drop(source.name, "malformed_row", path, start, str(err)[:200])
             continue
         line = reader.line_num + 1
         if len(fields) != len(header):
-            detail = f"{len(fields)} columns, expected {len(header)}"
+            # An unbalanced quote swallows the lines after it into one field: the span shows it.
+            detail = f"{len(fields)} columns, expected {len(header)}, lines {start}-{line - 1}"
             yield Drop(source.name, "wrong_column_count", path, start, detail)
             continue
-        row = dict(zip(header, fields))
+        row = dict(zip(header, fields, strict=True))
         language = row["language"].strip()
         if language not in accepted:
             other_languages[language] += 1

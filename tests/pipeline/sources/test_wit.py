@@ -1,0 +1,256 @@
+"""The WIT reader: the real shard format, language and caption choice, bad rows counted."""
+
+from __future__ import annotations
+
+import io
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from wit_files import WIT_COLUMNS, wit_bytes, wit_row, write_wit
+
+from pipeline.manifest import WitSource
+from pipeline.records import Drop, Pair, pair_id
+from pipeline.sources.wit import (
+    ReadWit,
+    attribution_caption,
+    choose_caption,
+    language_segments,
+    parse_bool,
+    parse_wit,
+)
+
+SOURCE = WitSource(paths=("unused",))
+
+
+def parse(data: bytes, source: WitSource = SOURCE, path: str = "shard.tsv") -> list:
+    return list(parse_wit(io.BytesIO(data), path, source))
+
+
+def pairs_of(records) -> list[Pair]:
+    return [r for r in records if isinstance(r, Pair)]
+
+
+def drops_of(records) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        if isinstance(r, Drop):
+            counts[r.reason] = counts.get(r.reason, 0) + r.count
+    return counts
+
+
+def test_real_dummy_shard_reads_every_row(shared_samples):
+    """The real WIT excerpt (quoted multi-line fields) has 2 data rows, fr and nl: none Arabic."""
+    data = (shared_samples / "hf_wit_dummy.tsv").read_bytes()
+    records = parse(data)
+    assert pairs_of(records) == []
+    assert drops_of(records) == {"other_language": 2}
+    assert sorted(r.detail for r in records) == ["fr", "nl"]
+
+
+def test_real_dummy_shard_as_arabic_keeps_quoted_fields_whole(shared_samples):
+    """Relabel the real rows `ar`: both parse with their exact fields despite quoted newlines."""
+    text = (shared_samples / "hf_wit_dummy.tsv").read_text(encoding="utf-8")
+    text = text.replace("\nfr\t", "\nar\t").replace("\nnl\t", "\nar\t")
+    pairs = pairs_of(parse(text.encode("utf-8")))
+    assert [p.caption_ar for p in pairs] == [
+        "Daryl Clark, lauréat en 2014.",
+        "Perigrapha i-cinctum",
+    ]
+    assert [p.caption_field for p in pairs] == ["reference", "alt_text"]
+    assert [p.is_main_image for p in pairs] == [False, True]
+    assert pairs[0].input_line == 2
+    assert pairs[1].input_line == 5  # row 1 spans lines 2-4: its quoted fields hold newlines
+    assert pairs[1].page_url == "https://nl.wikipedia.org/wiki/Perigrapha_(vlinder)"
+
+
+def test_keeps_arabic_rows_with_exact_fields_and_stable_id():
+    row = wit_row(
+        7,
+        caption_reference_description="مئذنة جامع  القيروان\u200f الكبير",
+        section_title="العمارة",
+        is_main_image="true",
+    )
+    [pair] = parse(wit_bytes([row]))
+    assert pair.caption_ar == "مئذنة جامع القيروان الكبير"
+    assert pair.caption_origin == "genuine"
+    assert pair.caption_field == "reference"
+    assert pair.source == "wit" and pair.source_name == "wit"
+    assert pair.image_url == row["image_url"]
+    assert pair.page_url == row["page_url"]
+    assert pair.page_title == "صفحة 7"
+    assert pair.section_title == "العمارة"
+    assert pair.is_main_image is True
+    assert pair.mime_type == "image/jpeg"
+    assert pair.source_key == f"{row['page_url']}\t{row['image_url']}"
+    assert pair.id == pair_id("wit", pair.source_key, pair.caption_ar)
+    assert pair.input_file == "shard.tsv" and pair.input_line == 2
+
+
+def test_other_languages_are_counted_per_language_not_kept():
+    rows = [
+        wit_row(1, language="fa", caption_reference_description="گربه روی مبل"),
+        wit_row(2, language="ur", caption_reference_description="بلی صوفے پر"),
+        wit_row(3, language="ckb", caption_reference_description="پشیلە"),
+        wit_row(4, language="arz", caption_reference_description="القطه قاعده على الكنبه"),
+        wit_row(5, language="fa", caption_reference_description="یک کتاب"),
+        wit_row(6, caption_reference_description="قطة على الأريكة"),
+    ]
+    records = parse(wit_bytes(rows))
+    assert [p.caption_ar for p in pairs_of(records)] == ["قطة على الأريكة"]
+    by_language = {r.detail: r.count for r in records if isinstance(r, Drop)}
+    assert by_language == {"fa": 2, "ur": 1, "ckb": 1, "arz": 1}
+    assert drops_of(records) == {"other_language": 5}
+
+
+def test_accepted_languages_come_from_the_manifest():
+    rows = [
+        wit_row(1, language="arz", caption_reference_description="القطه قاعده على الكنبه"),
+        wit_row(2, caption_reference_description="قطة على الأريكة"),
+    ]
+    source = WitSource(paths=("x",), languages=("ar", "arz"))
+    pairs = pairs_of(parse(wit_bytes(rows), source))
+    assert [p.source_language for p in pairs] == ["arz", "ar"]
+
+
+def test_gzip_shards_and_fields_beyond_the_csv_limit(tmp_path):
+    huge = "سياق " * 40_000  # 200,000 characters: past csv's default 131,072 limit
+    rows = [
+        wit_row(1, caption_reference_description="صورة أولى", context_page_description=huge),
+        wit_row(2, caption_reference_description="صورة ثانية"),
+    ]
+    path = write_wit(tmp_path / "wit_v1.train.all-00000-of-00010.tsv.gz", rows)
+    with beam.io.filesystems.FileSystems.open(str(path)) as stream:
+        pairs = pairs_of(parse_wit(stream, str(path), SOURCE))
+    assert [p.caption_ar for p in pairs] == ["صورة أولى", "صورة ثانية"]
+
+
+def test_caption_field_order_and_fallbacks():
+    def choose(**fields):
+        return choose_caption(wit_row(**fields), ("ar",))
+
+    assert choose(
+        caption_reference_description="مرجع",
+        caption_attribution_description="وصف",
+        caption_alt_text_description="بديل",
+    ) == ("مرجع", "reference", "")
+    assert choose(caption_attribution_description="وصف الملف") == ("وصف الملف", "attribution", "")
+    assert choose(caption_alt_text_description="نص بديل") == ("نص بديل", "alt_text", "")
+    # An English reference caption loses to an Arabic alt text.
+    assert choose(
+        caption_reference_description="Sunset over the Nile",
+        caption_alt_text_description="غروب على النيل",
+    ) == ("غروب على النيل", "alt_text", "")
+    # No Arabic anywhere: the first candidate goes on, for language ID to drop.
+    assert choose(caption_reference_description="Sunset over the Nile") == (
+        "Sunset over the Nile",
+        "reference",
+        "",
+    )
+    assert choose() == ("", "", "empty_caption")
+    assert choose(caption_reference_description=" \u200f\u00a0 ") == ("", "", "empty_caption")
+    assert choose(caption_attribution_description="IMG_9880.JPG") == ("", "", "filename_caption")
+    # A file-name attribution is skipped in favour of the alt text.
+    assert choose(
+        caption_attribution_description="DSC01234.jpg", caption_alt_text_description="منارة"
+    ) == ("منارة", "alt_text", "")
+
+
+def test_prefixed_attribution_takes_the_arabic_segment():
+    text = "English: The Citadel of Aleppo at dusk. العربية: قلعة حلب عند الغسق."
+    assert language_segments(text) == {
+        "en": "The Citadel of Aleppo at dusk.",
+        "ar": "قلعة حلب عند الغسق.",
+    }
+    assert attribution_caption(text, ("ar",)) == "قلعة حلب عند الغسق."
+    # The real multi-language shape of WIT, with no Arabic segment: nothing usable.
+    real = "Deutsch: Perigrapha i-cinctum, Auris (Isère), Frankreich English: Perigrapha i-cinctum"
+    assert attribution_caption(real, ("ar",)) == ""
+    # No prefix: the whole text, for language ID to judge.
+    assert language_segments("قلعة حلب") is None
+    assert attribution_caption("قلعة حلب", ("ar",)) == "قلعة حلب"
+    # A colon inside a sentence is not a prefix.
+    assert language_segments("صورة: مسجد") is None
+
+
+def test_booleans_are_parsed_not_truth_tested():
+    assert parse_bool("false") is False
+    assert parse_bool("true") is True
+    assert parse_bool("TRUE") is True
+    assert parse_bool("") is None
+    assert parse_bool("maybe") is None
+
+
+def body(row: dict[str, str]) -> bytes:
+    """One row as WIT writes it, without the header or the final newline."""
+    return wit_bytes([row]).split(b"\n", 1)[1].rstrip(b"\n")
+
+
+def test_bad_rows_are_counted_and_the_rest_survive():
+    bad_utf8 = body(wit_row(2, caption_reference_description="XX")).replace(b"XX", b"\xff\xfe")
+    data = b"\n".join(
+        [
+            "\t".join(WIT_COLUMNS).encode(),
+            body(wit_row(1, caption_reference_description="نخيل في واحة سيوة")),
+            b"ar\thttps://ar.wikipedia.org/wiki/X\ttoo few columns",
+            bad_utf8,
+            body(wit_row(3)),  # all three captions empty
+            body(wit_row(4, caption_reference_description="شعار", mime_type="image/svg+xml")),
+            body(wit_row(5, caption_reference_description="فيديو", mime_type="video/webm")),
+            body(wit_row(6, caption_reference_description="بلا رابط", image_url="")),
+        ]
+    )
+    records = parse(data)
+    assert [p.caption_ar for p in pairs_of(records)] == ["نخيل في واحة سيوة"]
+    assert drops_of(records) == {
+        "wrong_column_count": 1,
+        "invalid_utf8": 1,
+        "empty_caption": 1,
+        "unsupported_mime": 2,
+        "no_image_url": 1,
+    }
+    lines = {r.reason: r.input_line for r in records if isinstance(r, Drop)}
+    assert lines["wrong_column_count"] == 4  # the good row spans lines 2-3 (a quoted newline)
+    assert lines["no_image_url"] > lines["invalid_utf8"] > lines["wrong_column_count"]
+
+
+def test_protocol_relative_image_urls_become_https():
+    row = wit_row(1, caption_reference_description="قلعة", image_url="//upload.wikimedia.org/a.jpg")
+    [pair] = parse(wit_bytes([row]))
+    assert pair.image_url == "https://upload.wikimedia.org/a.jpg"
+
+
+def test_a_file_that_is_not_a_wit_shard_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"^notwit\.tsv:1: not a WIT shard header"):
+        parse(b"caption\turl\nhello\thttp://x\n", path="notwit.tsv")
+    assert parse(b"") == []
+
+
+def test_read_wit_in_a_pipeline_over_a_glob(tmp_path):
+    write_wit(
+        tmp_path / "a.tsv.gz",
+        [
+            wit_row(1, caption_reference_description="برج خليفة في دبي"),
+            wit_row(2, language="fa", caption_reference_description="برج میلاد"),
+        ],
+    )
+    write_wit(
+        tmp_path / "b.tsv",
+        [wit_row(3, caption_attribution_description="English: Aswan. العربية: أسوان.")],
+    )
+    source = WitSource(paths=(str(tmp_path / "*.tsv*"),), name="wit#2")
+    with TestPipeline() as p:
+        pairs, dropped = p | ReadWit(source)
+        assert_that(
+            pairs | beam.Map(lambda x: (x.source_name, x.caption_ar, x.caption_field)),
+            equal_to(
+                [("wit#2", "برج خليفة في دبي", "reference"), ("wit#2", "أسوان.", "attribution")]
+            ),
+            label="pairs",
+        )
+        assert_that(
+            dropped | beam.Map(lambda d: (d.source_name, d.reason, d.detail, d.count)),
+            equal_to([("wit#2", "other_language", "fa", 1)]),
+            label="dropped",
+        )

@@ -1,0 +1,225 @@
+"""`python -m pipeline run` for real: WIT shards in, a Hugging Face dataset folder out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from wit_files import wit_row, write_wit
+
+from pipeline.__main__ import main
+from pipeline.records import pair_id
+
+REPO = Path(__file__).resolve().parents[2]
+
+ROWS = [
+    wit_row(1, caption_reference_description="قلعة حلب عند الغروب", is_main_image="true"),
+    wit_row(2, caption_reference_description="مسجد\u00a0محمد علي\u200f في القاهرة"),
+    wit_row(3, caption_attribution_description="English: Wadi Rum. العربية: وادي رم في الأردن"),
+    wit_row(4, caption_alt_text_description="صقر حر على غصن"),
+    wit_row(5, language="fa", caption_reference_description="برج میلاد در تهران"),
+    wit_row(6, language="ur", caption_reference_description="بادشاہی مسجد لاہور"),
+    wit_row(7),  # no caption at all
+    wit_row(8, caption_attribution_description="IMG_4471.JPG"),
+    wit_row(9, caption_reference_description="Sunset over the Nile, 2009"),
+    wit_row(10, caption_reference_description="خريطة", mime_type="image/svg+xml"),
+    # Arabic script, written in Persian on an Arabic page: language ID catches it.
+    wit_row(11, caption_reference_description="یک گربه کوچک روی میز آشپزخانه نشسته است"),
+    wit_row(12, caption_reference_description="قط"),  # too short
+]
+KEPT = {
+    "قلعة حلب عند الغروب",
+    "مسجد محمد علي في القاهرة",
+    "وادي رم في الأردن",
+    "صقر حر على غصن",
+}
+DROPPED = {
+    "other_language": 2,
+    "empty_caption": 1,
+    "filename_caption": 1,
+    "no_arabic_letters": 1,
+    "unsupported_mime": 1,
+    "not_arabic": 1,
+    "too_short": 1,
+}
+
+
+def write_manifest(folder: Path, body: str) -> Path:
+    path = folder / "manifest.yaml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def build(manifest: Path, out: Path, *beam_args: str) -> dict:
+    assert main(["run", str(manifest), "--output", str(out), *beam_args]) == 0
+    return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def wit_manifest(tmp_path) -> Path:
+    write_wit(tmp_path / "in" / "wit_v1.train.all-00000-of-00002.tsv.gz", ROWS[:6])
+    write_wit(tmp_path / "in" / "wit_v1.train.all-00001-of-00002.tsv", ROWS[6:])
+    return write_manifest(
+        tmp_path / "in",
+        "name: e2e\nsources:\n  - kind: wit\n    paths: [wit_v1.train.all-*]\n"
+        "images:\n  fetch: false\noutput:\n  rows_per_shard: 2\n",
+    )
+
+
+def test_build_keeps_exactly_the_arabic_rows_and_accounts_for_the_rest(wit_manifest, tmp_path):
+    out = tmp_path / "out"
+    stats = build(wit_manifest, out)
+
+    assert stats == {
+        "sources": {"wit": {"read": 12, "kept": 4, "dropped": dict(sorted(DROPPED.items()))}},
+        "kept": 4,
+        "duplicates_removed": 0,
+    }
+    table = pq.read_table(out / "data")
+    rows = table.to_pylist()
+    assert {r["caption_ar"] for r in rows} == KEPT
+    for r in rows:
+        assert r["id"] == pair_id("wit", r["source_key"], r["caption_ar"])
+        assert r["source"] == "wit" and r["caption_origin"] == "genuine"
+        assert r["caption_en"] is None and r["translation_score"] is None
+        assert r["langid_score"] > 0.5
+        assert r["image_url"].startswith("https://upload.wikimedia.org/")
+        assert r["page_url"].startswith("https://ar.wikipedia.org/wiki/")
+    by_caption = {r["caption_ar"]: r for r in rows}
+    assert by_caption["قلعة حلب عند الغروب"]["is_main_image"] is True
+    assert by_caption["وادي رم في الأردن"]["caption_field"] == "attribution"
+    assert by_caption["صقر حر على غصن"]["caption_field"] == "alt_text"
+
+    # 4 rows at 2 per shard: 2 shards, a complete set, rows sorted by id inside each.
+    shards = sorted(p.name for p in (out / "data").iterdir())
+    assert shards == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    for shard in shards:
+        ids = pq.read_table(out / "data" / shard).column("id").to_pylist()
+        assert ids == sorted(ids)
+
+
+def test_the_output_loads_with_datasets_both_ways(wit_manifest, tmp_path):
+    out = tmp_path / "out"
+    build(wit_manifest, out)
+    by_folder = datasets.load_dataset(str(out), split="train")
+    by_files = datasets.load_dataset(
+        "parquet", data_files=str(out / "data" / "*.parquet"), split="train"
+    )
+    for ds in (by_folder, by_files):
+        assert len(ds) == 4
+        assert isinstance(ds.features["image"], datasets.Image)
+        assert ds.features["width"] == datasets.Value("int32")
+        assert ds.features["langid_score"] == datasets.Value("float32")
+        assert set(ds["caption_ar"]) == KEPT
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\n") and "Total kept: 4;" in card
+    assert "| wit | 12 | 4 |" in card
+
+
+def test_two_builds_in_folders_of_one_name_load_their_own_rows(wit_manifest, tmp_path):
+    """`datasets` caches a folder under a hash of its card: the card must differ with the data."""
+    build(wit_manifest, tmp_path / "a" / "out")
+    write_wit(tmp_path / "one.tsv", ROWS[:1])
+    other = write_manifest(
+        tmp_path, "sources:\n  - kind: wit\n    paths: [one.tsv]\nimages: {fetch: false}\n"
+    )
+    build(other, tmp_path / "b" / "out")
+    assert len(datasets.load_dataset(str(tmp_path / "a" / "out"), split="train")) == 4
+    assert len(datasets.load_dataset(str(tmp_path / "b" / "out"), split="train")) == 1
+
+
+def test_ids_and_files_are_stable_across_runs(wit_manifest, tmp_path):
+    first = tmp_path / "first"
+    second = tmp_path / "second"
+    build(wit_manifest, first)
+    build(wit_manifest, second, "--direct_num_workers", "2")
+    for shard in sorted((first / "data").iterdir()):
+        assert pq.read_table(shard).equals(pq.read_table(second / "data" / shard.name))
+
+
+def test_a_rerun_replaces_the_shards_of_an_earlier_run(wit_manifest, tmp_path):
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    stale = out / "data" / "train-00000-of-00009.parquet"
+    shutil.copy(REPO / "pyproject.toml", stale)
+    build(wit_manifest, out)
+    assert not stale.exists()
+    assert len(datasets.load_dataset(str(out), split="train")) == 4
+
+
+def test_an_output_that_kept_nothing_is_complete_and_says_so(tmp_path, capsys):
+    write_wit(tmp_path / "fa.tsv", [ROWS[4], ROWS[5]])
+    manifest = write_manifest(
+        tmp_path, "sources:\n  - kind: wit\n    paths: [fa.tsv]\nimages: {fetch: false}\n"
+    )
+    out = tmp_path / "out"
+    stats = build(manifest, out)
+    assert stats["sources"]["wit"] == {"read": 2, "kept": 0, "dropped": {"other_language": 2}}
+    assert [p.name for p in (out / "data").iterdir()] == ["train-00000-of-00001.parquet"]
+    # `datasets` refuses any zero-row dataset; pyarrow reads the empty shard with every column.
+    table = pq.read_table(out / "data")
+    assert table.num_rows == 0 and "caption_ar" in table.column_names
+    assert "warning: no pair was kept" in capsys.readouterr().err
+
+
+def test_two_sources_of_one_kind_are_counted_apart(tmp_path):
+    write_wit(tmp_path / "a.tsv", ROWS[:3])
+    write_wit(tmp_path / "b.tsv", ROWS[3:6])
+    manifest = write_manifest(
+        tmp_path,
+        "sources:\n  - kind: wit\n    paths: [a.tsv]\n  - kind: wit\n    paths: [b.tsv]\n"
+        "images: {fetch: false}\n",
+    )
+    stats = build(manifest, tmp_path / "out")
+    assert stats["sources"] == {
+        "wit": {"read": 3, "kept": 3, "dropped": {}},
+        "wit#2": {"read": 3, "kept": 1, "dropped": {"other_language": 2}},
+    }
+    names = pq.read_table(tmp_path / "out" / "data").column("source_name").to_pylist()
+    assert sorted(names) == ["wit", "wit", "wit", "wit#2"]
+
+
+def test_real_wit_excerpt_relabelled_arabic(shared_samples, tmp_path):
+    """The real dummy shard (multi-line quoted fields) through the whole pipeline."""
+    text = (shared_samples / "hf_wit_dummy.tsv").read_text(encoding="utf-8")
+    (tmp_path / "wit.tsv").write_text(text.replace("\nfr\t", "\nar\t"), encoding="utf-8")
+    manifest = write_manifest(
+        tmp_path, "sources:\n  - kind: wit\n    paths: [wit.tsv]\nimages: {fetch: false}\n"
+    )
+    stats = build(manifest, tmp_path / "out")
+    # The relabelled French caption is not Arabic; the Dutch row stays another language.
+    assert stats["sources"]["wit"] == {
+        "read": 2,
+        "kept": 0,
+        "dropped": {"no_arabic_letters": 1, "other_language": 1},
+    }
+
+
+def test_the_demo_manifest_builds_as_the_readme_says(tmp_path):
+    stats = build(REPO / "manifests" / "demo.yaml", tmp_path / "demo")
+    wit = stats["sources"]["wit"]
+    assert wit["read"] == 48 and wit["kept"] == 30
+    assert wit["read"] == wit["kept"] + sum(wit["dropped"].values())
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    line = ", ".join(f"{r}={n}" for r, n in wit["dropped"].items())
+    assert f"wit: read 48, kept 30, dropped: {line}" in readme
+
+
+def test_the_command_line_in_a_subprocess(wit_manifest, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", str(wit_manifest), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"output: {out}" in done.stdout
+    assert "wit: read 12, kept 4" in done.stdout
+    assert (out / "stats.json").is_file()
