@@ -9,7 +9,7 @@ import unicodedata
 import apache_beam as beam
 from bs4 import BeautifulSoup
 
-from pipeline.records import DROPPED, Pair, drop
+from pipeline.records import DROPPED, Pair, drop, failed
 
 # Bidi controls (LRM, RLM, ALM, embeddings, overrides, isolates) and invisible joiners that
 # carry no meaning in Arabic text. ZWNJ (U+200C) is kept: Persian uses it, Arabic rarely does.
@@ -94,8 +94,12 @@ class _Clean(beam.DoFn):
         self._bounds = bounds
 
     def process(self, pair: Pair):
-        text = normalize_caption(pair.caption_ar)
-        reason = caption_problem(text, **self._bounds)
+        try:
+            text = normalize_caption(pair.caption_ar)
+            reason = caption_problem(text, **self._bounds)
+        except Exception as err:  # noqa: BLE001 - one bad record is counted, never fatal
+            yield beam.pvalue.TaggedOutput(DROPPED, failed(pair, "clean", err))
+            return
         if reason:
             yield beam.pvalue.TaggedOutput(DROPPED, drop(pair, reason))
         else:

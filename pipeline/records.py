@@ -85,6 +85,11 @@ def drop(pair: Pair, reason: str, detail: str | None = None) -> Drop:
     return Drop(pair.source_name, reason, pair.input_file, pair.input_line, detail)
 
 
+def failed(pair: Pair, stage: str, error: Exception) -> Drop:
+    """The `Drop` for a pair that a stage failed on unexpectedly: `<stage>_error`, never a crash."""
+    return drop(pair, f"{stage}_error", detail=f"{type(error).__name__}: {error}"[:300])
+
+
 # The Parquet schema of the output. `image` is the struct `datasets.Image` reads; the columns
 # the contract names come first, provenance after.
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])

@@ -99,7 +99,7 @@ def attribution_caption(text: str, languages: Iterable[str]) -> str:
 
 def choose_caption(row: dict[str, str], languages: tuple[str, ...]) -> tuple[str, str, str]:
     """(caption, field name, drop reason if no field is usable) by the order in the docstring."""
-    candidates: list[tuple[str, str]] = []
+    first: tuple[str, str] | None = None
     saw_filename = False
     for name, column in CAPTION_FIELDS:
         text = normalize_caption(row.get(column) or "")
@@ -110,18 +110,21 @@ def choose_caption(row: dict[str, str], languages: tuple[str, ...]) -> tuple[str
         if is_filename(text):
             saw_filename = True
             continue
-        candidates.append((text, name))
-    if not candidates:
-        return "", "", "filename_caption" if saw_filename else "empty_caption"
-    for text, name in candidates:
         if arabic_letter_share(text) > 0.5:
             return text, name, ""
-    return candidates[0][0], candidates[0][1], ""
+        first = first or (text, name)
+    if first:
+        return first[0], first[1], ""
+    return "", "", "filename_caption" if saw_filename else "empty_caption"
+
+
+# Bytes that are not UTF-8, as `errors="surrogateescape"` decodes them.
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def _has_bad_bytes(*fields: str) -> bool:
-    """True when a field held bytes that are not UTF-8 (decoded as lone surrogates)."""
-    return any(any("\udc80" <= ch <= "\udcff" for ch in f) for f in fields if f)
+    """True when a field held bytes that are not UTF-8."""
+    return any(_BAD_BYTE.search(f) for f in fields if f)
 
 
 def _is_raster(mime: str, url: str) -> bool:
@@ -171,6 +174,7 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
             f"{path}:1: not a WIT shard header: missing column(s) {', '.join(missing)}"
         )
     accepted = set(source.languages)
+    language_column = header.index("language")
     other_languages: Counter[str] = Counter()
     line = reader.line_num + 1
     while True:
@@ -189,12 +193,15 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
             detail = f"{len(fields)} columns, expected {len(header)}, lines {start}-{line - 1}"
             yield Drop(source.name, "wrong_column_count", path, start, detail)
             continue
-        row = dict(zip(header, fields, strict=True))
-        language = row["language"].strip()
+        # Most rows are another language: count them before building the row's dict.
+        language = fields[language_column].strip()
         if language not in accepted:
             other_languages[language] += 1
             continue
-        yield _row_to_pair(row, source, path, start)
+        try:
+            yield _row_to_pair(dict(zip(header, fields, strict=True)), source, path, start)
+        except Exception as err:  # noqa: BLE001 - one bad row is counted, never fatal
+            yield Drop(source.name, "wit_row_error", path, start, f"{type(err).__name__}: {err}")
     for language, count in sorted(other_languages.items()):
         yield Drop(source.name, "other_language", path, None, language, count)
 

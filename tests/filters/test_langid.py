@@ -60,7 +60,14 @@ def test_a_batch_gives_what_single_predictions_give(handler_and_model):
     batch = list(handler.run_inference(texts, model))
     singles = [next(iter(handler.run_inference([t], model))) for t in texts]
     assert batch == singles
-    assert all(abs(sum(p for _, p in pred) - 1) < 0.2 for pred in batch)  # top-5 probabilities
+    assert all(len(pred) == 1 and 0 < pred[0][1] <= 1 for pred in batch)
+
+
+def test_more_labels_on_request():
+    handler = FastTextLangIdHandler(k=3)
+    [prediction] = handler.run_inference(PERSIAN[:1], handler.load_model())
+    assert [label for label, _ in prediction][:2] == ["fa", "ar"]
+    assert prediction[0][1] > prediction[1][1] > prediction[2][1]
 
 
 def test_newlines_do_not_break_prediction(handler_and_model):

@@ -109,3 +109,28 @@ def test_clean_captions_stage():
             equal_to([("wit", "too_short"), ("wit", "filename_caption"), ("wit", "empty_caption")]),
             label="dropped",
         )
+
+
+def test_an_unexpected_failure_on_one_record_is_counted_not_fatal(monkeypatch):
+    import filters.text
+
+    real = filters.text.caption_problem
+
+    def fragile(text, **bounds):
+        if text == "قطة مسمومة":
+            raise RuntimeError("boom")
+        return real(text, **bounds)
+
+    monkeypatch.setattr(filters.text, "caption_problem", fragile)
+    inputs = [
+        Pair("1", "wit", "wit", "1", "قطة مسمومة", GENUINE),
+        Pair("2", "wit", "wit", "2", "قطة سوداء", GENUINE),
+    ]
+    with TestPipeline() as p:
+        kept, dropped = p | beam.Create(inputs) | CleanCaptions(**BOUNDS)
+        assert_that(kept | "Ids" >> beam.Map(lambda x: x.id), equal_to(["2"]), label="kept")
+        assert_that(
+            dropped | "Reasons" >> beam.Map(lambda d: (d.reason, d.detail)),
+            equal_to([("clean_error", "RuntimeError: boom")]),
+            label="dropped",
+        )

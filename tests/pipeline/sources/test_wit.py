@@ -254,3 +254,25 @@ def test_read_wit_in_a_pipeline_over_a_glob(tmp_path):
             equal_to([("wit#2", "other_language", "fa", 1)]),
             label="dropped",
         )
+
+
+def test_an_unexpected_failure_on_one_row_is_counted_and_the_shard_goes_on(monkeypatch):
+    import pipeline.sources.wit as wit
+
+    real = wit.choose_caption
+
+    def fragile(row, languages):
+        if row["caption_reference_description"] == "سطر معطوب":
+            raise KeyError("boom")
+        return real(row, languages)
+
+    monkeypatch.setattr(wit, "choose_caption", fragile)
+    rows = [
+        wit_row(1, caption_reference_description="سطر معطوب"),
+        wit_row(2, caption_reference_description="سطر سليم"),
+    ]
+    records = parse(wit_bytes(rows))
+    assert [p.caption_ar for p in pairs_of(records)] == ["سطر سليم"]
+    assert [(r.reason, r.input_line) for r in records if isinstance(r, Drop)] == [
+        ("wit_row_error", 2)
+    ]
