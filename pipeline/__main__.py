@@ -73,8 +73,13 @@ def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
         )
     _remove_old_shards(output_dir)
     options = PipelineOptions(beam_args)
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, manifest, output_dir, manifest_text)
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, manifest, output_dir, manifest_text)
+    except Exception as err:  # noqa: BLE001 - Beam has logged the traceback; say it in one line
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        print(f"error: the run failed: {message}", file=sys.stderr)
+        return 1
 
     stats = _read_stats(output_dir)
     problems = check_stats(stats)

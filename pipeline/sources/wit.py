@@ -20,14 +20,17 @@ text); when no field is, the first candidate goes on and language ID drops it as
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
 
 from filters.text import arabic_letter_share, is_filename, normalize_caption
 from pipeline.manifest import WitSource
@@ -183,6 +186,11 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
             fields = next(reader)
         except StopIteration:
             break
+        except (OSError, EOFError, zlib.error) as err:
+            # A truncated or corrupt file: the rest of it cannot be counted, so the run stops.
+            raise ValueError(
+                f"{path}:{start}: cannot read the shard past this line ({err})"
+            ) from err
         except csv.Error as err:  # e.g. "line contains NUL" on Python 3.10
             line = reader.line_num + 1
             yield Drop(source.name, "malformed_row", path, start, str(err)[:200])
@@ -248,7 +256,10 @@ class _ParseShard(beam.DoFn):
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
-        with readable.open() as stream:
+        # Python's gzip, not Beam's decompressor: Beam's ends a truncated file quietly, as if
+        # it were complete, where gzip raises, and the run stops naming the file.
+        with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
             for record in parse_wit(stream, path, self._source):
                 if isinstance(record, Drop):
                     yield beam.pvalue.TaggedOutput(DROPPED, record)

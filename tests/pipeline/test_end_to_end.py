@@ -223,3 +223,20 @@ def test_the_command_line_in_a_subprocess(wit_manifest, tmp_path):
     assert f"output: {out}" in done.stdout
     assert "wit: read 12, kept 4" in done.stdout
     assert (out / "stats.json").is_file()
+
+
+def test_a_truncated_shard_fails_the_run_naming_the_file(tmp_path, capsys):
+    path = write_wit(
+        tmp_path / "cut.tsv.gz",
+        [wit_row(i, caption_reference_description="نص") for i in range(400)],
+    )
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    manifest = write_manifest(
+        tmp_path, "sources:\n  - kind: wit\n    paths: [cut.tsv.gz]\nimages: {fetch: false}\n"
+    )
+    assert main(["run", str(manifest), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: the run failed: ")
+    assert f"{path}:" in err and "cannot read the shard past this line" in err
+    assert not (tmp_path / "out" / "stats.json").exists()
