@@ -48,7 +48,7 @@ from filters.langid import FastTextLangIdHandler, default_model_path  # noqa: E4
 from filters.text import normalize_caption  # noqa: E402
 from pipeline.manifest import WitSource  # noqa: E402
 from pipeline.records import Drop  # noqa: E402
-from pipeline.sources.wit import parse_wit  # noqa: E402
+from pipeline.sources.wit import WIT_COLUMNS, parse_wit  # noqa: E402
 
 csv.field_size_limit(sys.maxsize)
 
@@ -57,25 +57,7 @@ FULL_ROWS = 200_000
 QUICK_ROWS = 40_000
 LANGID_BATCH = 512
 
-HEADER = (
-    "language",
-    "page_url",
-    "image_url",
-    "page_title",
-    "section_title",
-    "hierarchical_section_title",
-    "caption_reference_description",
-    "caption_attribution_description",
-    "caption_alt_text_description",
-    "mime_type",
-    "original_height",
-    "original_width",
-    "is_main_image",
-    "attribution_passes_lang_id",
-    "page_changed_recently",
-    "context_page_description",
-    "context_section_description",
-)
+HEADER = WIT_COLUMNS
 # Shares of WIT `language` values: about 5 % Arabic, a little Persian and Urdu (Arabic script,
 # not Arabic), the rest Latin and Cyrillic script.
 LANGUAGE_WEIGHTS = {"ar": 5, "en": 45, "fr": 15, "de": 15, "ru": 14, "fa": 3, "ur": 3}

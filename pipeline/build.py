@@ -35,10 +35,6 @@ def check_buildable(manifest: Manifest) -> None:
             )
 
 
-def _transform_label(source) -> str:
-    return f"Read[{source.name}]"
-
-
 def build_pipeline(
     p: beam.Pipeline, manifest: Manifest, output_dir: str, manifest_text: str | None = None
 ):
@@ -46,7 +42,7 @@ def build_pipeline(
     check_buildable(manifest)
     read_pairs, read_drops = [], []
     for source in manifest.sources:
-        pairs, dropped = p | _transform_label(source) >> READERS[type(source)](source)
+        pairs, dropped = p | f"Read[{source.name}]" >> READERS[type(source)](source)
         read_pairs.append(pairs)
         read_drops.append(dropped)
     emitted = read_pairs | "AllPairs" >> beam.Flatten()

@@ -152,6 +152,7 @@ class Manifest:
     path: str = ""
 
     def source(self, name: str) -> Source:
+        """The source whose `stats.json` key is `name` (`wit`, `wit#2`)."""
         return next(s for s in self.sources if s.name == name)
 
 

@@ -7,25 +7,7 @@ import gzip
 import io
 from pathlib import Path
 
-WIT_COLUMNS = [
-    "language",
-    "page_url",
-    "image_url",
-    "page_title",
-    "section_title",
-    "hierarchical_section_title",
-    "caption_reference_description",
-    "caption_attribution_description",
-    "caption_alt_text_description",
-    "mime_type",
-    "original_height",
-    "original_width",
-    "is_main_image",
-    "attribution_passes_lang_id",
-    "page_changed_recently",
-    "context_page_description",
-    "context_section_description",
-]
+from pipeline.sources.wit import WIT_COLUMNS
 
 
 def wit_row(n: int = 0, **fields: str) -> dict[str, str]:

@@ -38,6 +38,27 @@ from pipeline.records import DROPPED, GENUINE, Drop, Pair, pair_id
 
 csv.field_size_limit(sys.maxsize)
 
+# The 17 columns of a WIT shard's header, in order.
+WIT_COLUMNS = (
+    "language",
+    "page_url",
+    "image_url",
+    "page_title",
+    "section_title",
+    "hierarchical_section_title",
+    "caption_reference_description",
+    "caption_attribution_description",
+    "caption_alt_text_description",
+    "mime_type",
+    "original_height",
+    "original_width",
+    "is_main_image",
+    "attribution_passes_lang_id",
+    "page_changed_recently",
+    "context_page_description",
+    "context_section_description",
+)
+# The ones the reader needs; a shard may order its columns as it likes.
 REQUIRED_COLUMNS = (
     "language",
     "page_url",
