@@ -103,10 +103,32 @@ Source = WitSource | ConceptualCaptionsSource | CocoSource | Flickr8kSource | Wi
 
 @dataclass(frozen=True)
 class TranslationConfig:
-    """The CTranslate2 model that translates English captions, and earlier translations."""
+    """The CTranslate2 model that translates English captions, earlier translations, and the
+    thresholds of the translation quality filters. Options read like CTranslate2's own."""
 
+    # A CTranslate2 model folder with `source.spm` + `target.spm` (OPUS-MT layout) or one
+    # `sentencepiece.bpe.model` (NLLB layout, with `target_prefix` such as `arb_Arab`).
     model: str | None = None
+    # Earlier translations (`en`, `ar`, optional `score`): a Parquet file, a TSV with that
+    # header, or a folder of either, such as an earlier run's `DIR/translations/`.
     memory: str | None = None
+    device: str = "auto"  # auto | cpu | cuda: auto picks CUDA when CTranslate2 sees a GPU
+    compute_type: str | None = None  # None: int8 on CPU, int8_float16 on CUDA
+    beam_size: int = 4
+    max_batch_size: int = 2048
+    batch_type: str = "tokens"  # tokens | examples
+    inter_threads: int = 1  # batches translated in parallel
+    intra_threads: int = 0  # threads per batch (0: CTranslate2's default)
+    max_input_length: int = 256  # source tokens; longer captions are truncated and counted
+    max_decoding_ratio: float = 1.5  # decoding stops near this multiple of the source length
+    source_prefix: str | None = None  # NLLB: a source language token such as `eng_Latn`
+    target_prefix: str | None = None  # NLLB: the target language token, `arb_Arab`
+    # Quality filters on each translation, each a counted drop reason.
+    min_score: float = -1.5  # `low_translation_score`: mean log-probability per target token
+    min_length_ratio: float = 0.3  # `length_ratio`: Arabic / English characters below this
+    max_length_ratio: float = 3.0  # `length_ratio`: or above this
+    max_latin_share: float = 0.5  # `untranslated`: Latin letters over all letters above this
+    max_ngram_repeats: int = 3  # `repetition_loop`: an n-gram repeated more times in a row
 
 
 @dataclass(frozen=True)
@@ -125,9 +147,25 @@ class FiltersConfig:
 
 @dataclass(frozen=True)
 class ImagesConfig:
-    fetch: bool = True
-    allow_private_hosts: bool = False
-    user_agent: str | None = None
+    """Downloading, verifying, hashing and storing the image of every pair."""
+
+    fetch: bool = True  # false keeps URL-only rows (no bytes, no hashes)
+    allow_private_hosts: bool = False  # true only for tests and the demo (loopback servers)
+    user_agent: str | None = None  # sent with every image request (Wikimedia requires one)
+    resize: str = "keep_ratio"  # no | keep_ratio | center_crop
+    size: int = 256  # the target side for keep_ratio (longest side) and center_crop
+    format: str = "jpeg"  # jpeg | png | webp: the stored encoding
+    quality: int = 95  # encoder quality for jpeg and webp
+    min_size: int = 32  # `too_small`: either side of the original below this
+    max_pixels: int = 89_478_485  # `too_large`: decompression-bomb guard, from the header
+    max_bytes: int = 20_000_000  # `too_large`: body cap, enforced while streaming
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    deadline: float = 30.0  # `timeout`: total seconds for one download, trickling included
+    retries: int = 3  # on connection errors, 429 and 5xx, with exponential backoff
+    concurrency: int = 32  # downloads in flight per worker
+    per_host: int = 8  # downloads in flight per host per worker
+    respect_noai: bool = True  # `opted_out`: honour X-Robots-Tag noai / noimageai
 
 
 @dataclass(frozen=True)
@@ -280,6 +318,34 @@ def _check_source(src: Source, where: str, base: str) -> Source:
 
 
 def _check_sections(m: Manifest) -> None:
+    t = m.translation
+    _check(t.device in ("auto", "cpu", "cuda"), "translation.device", "one of auto, cpu, cuda")
+    _check(t.batch_type in ("tokens", "examples"), "translation.batch_type", "tokens or examples")
+    for key in ("beam_size", "max_batch_size", "max_input_length", "inter_threads"):
+        _check(getattr(t, key) > 0, f"translation.{key}", "must be positive")
+    _check(t.intra_threads >= 0, "translation.intra_threads", "must be >= 0")
+    _check(t.max_decoding_ratio > 0, "translation.max_decoding_ratio", "must be positive")
+    _check(
+        0 <= t.min_length_ratio < t.max_length_ratio,
+        "translation.max_length_ratio",
+        "must be above min_length_ratio (>= 0)",
+    )
+    _check(0 <= t.max_latin_share <= 1, "translation.max_latin_share", "must be in [0, 1]")
+    _check(t.max_ngram_repeats >= 1, "translation.max_ngram_repeats", "must be >= 1")
+    i = m.images
+    _check(
+        i.resize in ("no", "keep_ratio", "center_crop"),
+        "images.resize",
+        "no, keep_ratio or center_crop",
+    )
+    _check(i.format in ("jpeg", "png", "webp"), "images.format", "jpeg, png or webp")
+    _check(1 <= i.quality <= 100, "images.quality", "must be in [1, 100]")
+    for key in ("size", "max_pixels", "max_bytes", "concurrency", "per_host"):
+        _check(getattr(i, key) > 0, f"images.{key}", "must be positive")
+    for key in ("connect_timeout", "read_timeout", "deadline"):
+        _check(getattr(i, key) > 0, f"images.{key}", "must be positive")
+    _check(i.min_size >= 1, "images.min_size", "must be >= 1")
+    _check(i.retries >= 0, "images.retries", "must be >= 0")
     f = m.filters
     _check(0.0 <= f.langid_min_score <= 1.0, "filters.langid_min_score", "must be in [0, 1]")
     _check(bool(f.langid_labels), "filters.langid_labels", "must name at least one label")
@@ -335,7 +401,7 @@ def parse_manifest(raw: Any, base: str, path: str = "") -> Manifest:
     for key in ("model", "memory"):
         value = getattr(sections["translation"], key)
         if value:
-            _must_exist(value, f"translation.{key}")
+            _must_exist(value, f"translation.{key}", folder=key == "model")
     manifest = Manifest(name=name, sources=tuple(sources), path=path, **sections)
     _check_sections(manifest)
     return manifest

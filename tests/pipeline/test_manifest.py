@@ -380,7 +380,7 @@ ERRORS = [
         "missing translation model",
         {"sources": [WIT], "translation": {"model": "models/nllb"}},
         "translation.model",
-        "no file matches",
+        "no such folder",
     ),
     (
         "missing translation memory",
