@@ -166,6 +166,9 @@ class ImagesConfig:
     concurrency: int = 32  # downloads in flight per worker
     per_host: int = 8  # downloads in flight per host per worker
     respect_noai: bool = True  # `opted_out`: honour X-Robots-Tag noai / noimageai
+    # URL prefixes fetched from elsewhere: a mirror, a cache, or the demo's local server. The
+    # `image_url` column keeps the original. A YAML mapping {from-prefix: to-prefix}.
+    url_map: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,13 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if value is None:
             return None
         return _convert(value, options[0], where)
+    if origin is tuple and typing.get_origin(typing.get_args(hint)[0]) is tuple:
+        # A mapping given as YAML `{key: value}`, kept as ordered (key, value) pairs.
+        _check(isinstance(value, dict), where, f"expected a mapping, got {value!r}")
+        return tuple(
+            (_convert(k, str, f"{where}.{k}"), _convert(v, str, f"{where}.{k}"))
+            for k, v in value.items()
+        )
     if origin is tuple:
         item = typing.get_args(hint)[0]
         if isinstance(value, str):
@@ -273,6 +283,8 @@ def _must_exist(path: str, where: str, folder: bool = False) -> None:
     if folder and "://" not in path:
         _check(os.path.isdir(path), where, f"no such folder {path!r}")
         return
+    if folder:  # an object store has no folders, only objects under a prefix
+        path = path.rstrip("/") + "/*"
     try:
         matched = FileSystems.match([path])[0].metadata_list
     except Exception as err:  # noqa: BLE001 - any filesystem failure is a manifest error here

@@ -20,21 +20,16 @@ text); when no field is, the first candidate goes on and language ID drops it as
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import re
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
-
 from filters.text import arabic_letter_share, is_filename, normalize_caption
 from pipeline.manifest import WitSource
-from pipeline.records import DROPPED, GENUINE, Drop, Pair, pair_id
+from pipeline.records import GENUINE, Drop, Pair, pair_id
+from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles
 
 csv.field_size_limit(sys.maxsize)
 
@@ -160,21 +155,6 @@ def _is_raster(mime: str, url: str) -> bool:
     return not url.lower().endswith(".svg")  # a dirty row without a MIME type
 
 
-class _RawReader(io.RawIOBase):
-    """Any object with `read(n)` (Beam's `CompressedFile` has no more) as a raw binary stream."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
     """Every data row of one shard (a binary stream) as a `Pair` or a `Drop`; rows of other
     languages are counted, one `Drop` per language.
@@ -183,7 +163,7 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
     """
     # newline="" hands the csv module the raw line ends it needs for quoted newlines; bytes that
     # are not UTF-8 survive as lone surrogates, and their row is dropped as `invalid_utf8`.
-    binary = io.BufferedReader(_RawReader(stream), buffer_size=1 << 20)
+    binary = io.BufferedReader(RawReader(stream), buffer_size=1 << 20)
     text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
     reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_MINIMAL, strict=False)
     try:
@@ -207,7 +187,7 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
             fields = next(reader)
         except StopIteration:
             break
-        except (OSError, EOFError, zlib.error) as err:
+        except READ_ERRORS as err:
             # A truncated or corrupt file: the rest of it cannot be counted, so the run stops.
             raise ValueError(
                 f"{path}:{start}: cannot read the shard past this line ({err})"
@@ -271,41 +251,12 @@ def _row_to_pair(row: dict[str, str], source: WitSource, path: str, line: int) -
     )
 
 
-class _ParseShard(beam.DoFn):
-    def __init__(self, source: WitSource):
-        self._source = source
-
-    def process(self, readable: fileio.ReadableFile):
-        path = readable.metadata.path
-        # Python's gzip, not Beam's decompressor: Beam's ends a truncated file quietly, as if
-        # it were complete, where gzip raises, and the run stops naming the file.
-        with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
-            for record in parse_wit(stream, path, self._source):
-                if isinstance(record, Drop):
-                    yield beam.pvalue.TaggedOutput(DROPPED, record)
-                else:
-                    yield record
-
-
-class ReadWit(beam.PTransform):
+class ReadWit(ReadFiles):
     """Reads the source's WIT shards; returns `(pairs, dropped)`.
 
-    A shard is parsed whole by one worker (quoted newlines make it unsplittable); the pairs are
-    reshuffled so later stages spread over all workers.
+    A shard is parsed whole by one worker (quoted newlines make it unsplittable), so the read
+    scales with the number of shards.
     """
 
     def __init__(self, source: WitSource):
-        super().__init__()
-        self._source = source
-
-    def expand(self, pbegin):
-        parsed = (
-            pbegin
-            | "Patterns" >> beam.Create(list(self._source.paths))
-            | "Match" >> fileio.MatchAll()
-            | "Open" >> fileio.ReadMatches()
-            | "Parse" >> beam.ParDo(_ParseShard(self._source)).with_outputs(DROPPED, main="pairs")
-        )
-        pairs = parsed.pairs | "Spread" >> beam.Reshuffle()
-        return pairs, parsed[DROPPED]
+        super().__init__(source.paths, parse_wit, source)

@@ -1,0 +1,80 @@
+"""ReadConceptualCaptions: Conceptual Captions files (`.tsv`, `.tsv.gz`) to English pairs for
+translation.
+
+A line is `caption<TAB>url`, with no header and no quoting of any kind: a caption that begins
+with `"` keeps it (a CSV reader with quoting would swallow it), so lines are split on tabs and
+never parsed as CSV. The labeled subset's 5 columns (caption, url, labels, MIDs, scores) are read
+too, keeping the first two. Captions are already lowercased, tokenized and hypernymized
+(`person`, `actor`, `city`) by the dataset's authors; they are kept verbatim apart from outer
+whitespace and inner whitespace runs (`caption_en`).
+
+Every line is one record (`read` counts lines, as `wc -l` does): a pair, or a drop under
+`invalid_utf8`, `malformed_line` (a column count other than 2 or 5, or a blank line),
+`empty_caption`, or `no_image_url` (a URL that is not http or https). CC gives one caption per
+image URL, so the URL is the record's `source_key`: it survives a renamed or re-split file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from filters.text import normalize_english
+from pipeline.manifest import ConceptualCaptionsSource
+from pipeline.records import TRANSLATED, Drop, Pair, pair_id
+from pipeline.sources.files import ReadFiles, numbered_lines
+
+# Column counts of the plain files and of the labeled subset.
+_COLUMN_COUNTS = (2, 5)
+
+
+def parse_line(raw: bytes, source: ConceptualCaptionsSource, path: str, line: int) -> Pair | Drop:
+    """One line's bytes (its line end removed) as a `Pair` or a `Drop`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return Drop(source.name, "invalid_utf8", path, line, str(err)[:200])
+    if not text.strip():
+        return Drop(source.name, "malformed_line", path, line, "blank line")
+    fields = text.split("\t")
+    if len(fields) not in _COLUMN_COUNTS:
+        return Drop(source.name, "malformed_line", path, line, f"{len(fields)} columns")
+    caption = normalize_english(fields[0])
+    url = fields[1].strip()
+    if not caption:
+        return Drop(source.name, "empty_caption", path, line)
+    if not url.lower().startswith(("http://", "https://")):
+        return Drop(source.name, "no_image_url", path, line, url[:200] or None)
+    return Pair(
+        id=pair_id(source.kind, url, caption),
+        source=source.kind,
+        source_name=source.name,
+        source_key=url,
+        caption_ar="",
+        caption_origin=TRANSLATED,
+        caption_en=caption,
+        image_url=url,
+        input_file=path,
+        input_line=line,
+    )
+
+
+def parse_conceptual_captions(
+    stream, path: str, source: ConceptualCaptionsSource
+) -> Iterator[Pair | Drop]:
+    """Every line of one file (a binary stream) as a `Pair` or a `Drop`.
+
+    Raises ValueError (naming the file and line) only when the file cannot be read to its end.
+    """
+    for line, raw in numbered_lines(stream, path):
+        try:
+            yield parse_line(raw, source, path, line)
+        except Exception as err:  # noqa: BLE001 - one bad line is counted, never fatal
+            detail = f"{type(err).__name__}: {err}"[:300]
+            yield Drop(source.name, f"{source.kind}_row_error", path, line, detail)
+
+
+class ReadConceptualCaptions(ReadFiles):
+    """Reads the source's CC files; returns `(pairs, dropped)`."""
+
+    def __init__(self, source: ConceptualCaptionsSource):
+        super().__init__(source.paths, parse_conceptual_captions, source)

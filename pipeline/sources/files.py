@@ -1,0 +1,150 @@
+"""What every file-based reader shares: opening a matched file, its lines, folder listings, and
+the `ReadFiles` transform that turns files into `(pairs, dropped)`.
+
+A reader is a pure function `parse(stream, path, source)` yielding one `Pair` or `Drop` per
+record; `ReadFiles` matches the source's globs, hands each file to that function whole, and routes
+the drops to the `dropped` output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.records import DROPPED, Drop, Pair
+
+Parse = Callable[[BinaryIO, str, Any], Iterable[Pair | Drop]]
+
+# A truncated or corrupt file fails with one of these while it is read.
+READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class RawReader(io.RawIOBase):
+    """Any object with `read(n)` (Beam's `CompressedFile` has no more) as a raw binary stream."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@contextlib.contextmanager
+def open_matched(readable: fileio.ReadableFile) -> Iterator[BinaryIO]:
+    """A matched file as a binary stream, `.gz` decompressed by Python's gzip.
+
+    Not Beam's decompressor: Beam's ends a truncated file quietly, as if it were complete, where
+    gzip raises, and the run stops naming the file.
+    """
+    path = readable.metadata.path
+    with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        yield gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+
+
+def numbered_lines(stream, path: str) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, the line's bytes without `\\n` or `\\r\\n`) for every line.
+
+    Lines end only at `\\n`: a stray `\\r` or other Unicode line break inside a caption stays in
+    it. A file that cannot be read to its end raises ValueError naming the file and the line, since
+    what follows that line cannot be counted.
+    """
+    lines = io.BufferedReader(RawReader(stream), buffer_size=1 << 20)
+    number = 0
+    while True:
+        try:
+            line = lines.readline()
+        except READ_ERRORS as err:
+            raise ValueError(
+                f"{path}:{number + 1}: cannot read the file past this line ({err})"
+            ) from err
+        if not line:
+            return
+        number += 1
+        if line.endswith(b"\n"):
+            line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        yield number, line
+
+
+def read_all(stream, path: str) -> bytes:
+    """The whole file, or ValueError naming it when it cannot be read to its end."""
+    try:
+        return stream.read()
+    except READ_ERRORS as err:
+        raise ValueError(f"{path}: cannot read the file to its end ({err})") from err
+
+
+def list_folder(folder: str) -> frozenset[str]:
+    """The names of the files directly in `folder` (local or any Beam filesystem), listed once.
+
+    One listing instead of one existence check per record: 8,091 Flickr8K images or 82,783 COCO
+    images would otherwise cost as many `stat` calls, or as many requests on a remote filesystem.
+    """
+    try:
+        if "://" not in folder:
+            return frozenset(
+                entry.name for entry in os.scandir(folder) if entry.is_file(follow_symlinks=True)
+            )
+        prefix = folder.rstrip("/") + "/"
+        [result] = FileSystems.match([prefix + "*"])
+        names = (meta.path[len(prefix) :] for meta in result.metadata_list)
+        return frozenset(name for name in names if name and "/" not in name)
+    except Exception as err:  # noqa: BLE001 - any filesystem failure: the folder cannot be read
+        raise ValueError(f"{folder}: cannot list the image folder ({err})") from err
+
+
+class ParseFiles(beam.DoFn):
+    """Parses each matched file whole with `parse`; drops go to the `dropped` output."""
+
+    def __init__(self, parse: Parse, source: Any):
+        self._parse = parse
+        self._source = source
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        with open_matched(readable) as stream:
+            for record in self._parse(stream, path, self._source):
+                if isinstance(record, Drop):
+                    yield beam.pvalue.TaggedOutput(DROPPED, record)
+                else:
+                    yield record
+
+
+class ReadFiles(beam.PTransform):
+    """Reads every file matching `patterns` with `parse`; returns `(pairs, dropped)`.
+
+    A file is parsed whole by one worker, so line numbers are exact; the pairs are reshuffled so
+    later stages spread over all workers.
+    """
+
+    def __init__(self, patterns: Iterable[str], parse: Parse, source: Any):
+        super().__init__()
+        self._patterns = list(patterns)
+        self._parse = parse
+        self._source = source
+
+    def expand(self, pbegin):
+        parsed = (
+            pbegin
+            | "Patterns" >> beam.Create(self._patterns)
+            | "Match" >> fileio.MatchAll()
+            | "Open" >> fileio.ReadMatches()
+            | "Parse"
+            >> beam.ParDo(ParseFiles(self._parse, self._source)).with_outputs(DROPPED, main="pairs")
+        )
+        pairs = parsed.pairs | "Spread" >> beam.Reshuffle()
+        return pairs, parsed[DROPPED]
