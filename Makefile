@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
+MODELS ?= models
 
-.PHONY: venv demo test bench lint format clean
+.PHONY: venv demo test bench lint format clean model model-nllb
 
 venv: $(STAMP)
 
@@ -16,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# Builds a tiny offline translation model on first use and serves the sample images locally.
 demo: $(STAMP)
-	$(BIN)/python -m pipeline run manifests/demo.yaml --output $(DEMO_OUT)
+	$(BIN)/python -m pipeline.demo --output $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -33,6 +35,21 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format pipeline translators filters tests benchmarks
 	$(BIN)/ruff check --fix pipeline translators filters tests benchmarks
+
+# Real translation models (need internet; never run by the tests). The converter needs the
+# `convert` extra (torch, transformers). OPUS-MT en-ar is multi-target: give the manifest
+# `source_prefix: ">>ara<<"`. NLLB needs `source_prefix: eng_Latn` and `target_prefix: arb_Arab`.
+model: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[convert]'
+	$(BIN)/ct2-transformers-converter --model Helsinki-NLP/opus-mt-en-ar \
+		--output_dir $(MODELS)/opus-mt-en-ar-ct2 --quantization int8 \
+		--copy_files source.spm target.spm --force
+
+model-nllb: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[convert]'
+	$(BIN)/ct2-transformers-converter --model facebook/nllb-200-distilled-600M \
+		--output_dir $(MODELS)/nllb-200-distilled-600M-ct2 --quantization int8 \
+		--copy_files sentencepiece.bpe.model --force
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

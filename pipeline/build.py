@@ -1,7 +1,8 @@
 """Wires the stages of a manifest into one Beam graph.
 
-read each source → clean captions → language ID → write shards, card and stats. Every stage
-returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats`.
+read each source → translate English captions → clean captions → language ID → write shards,
+card and stats. Every stage returns `(kept, dropped)`; all `dropped` outputs meet in
+`ComputeStats`.
 """
 
 from __future__ import annotations
@@ -10,28 +11,48 @@ import apache_beam as beam
 
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
-from pipeline.manifest import Manifest, ManifestError, WitSource
+from pipeline.manifest import (
+    CocoSource,
+    ConceptualCaptionsSource,
+    Flickr8kSource,
+    Manifest,
+    ManifestError,
+    WitSource,
+)
+from pipeline.sources.coco import ReadCoco
+from pipeline.sources.conceptual_captions import ReadConceptualCaptions
+from pipeline.sources.flickr8k import ReadFlickr8k
 from pipeline.sources.wit import ReadWit
 from pipeline.stats import ComputeStats
 from pipeline.write import WriteDataset
+from translators.ctranslate import model_name
+from translators.stage import TranslateCaptions
 
 # Source kinds the graph can read today; the others parse and validate, then stop here.
-READERS = {WitSource: ReadWit}
-PLANNED = {
-    "conceptual_captions": "issue #3",
-    "coco": "issue #3",
-    "flickr8k": "issue #3",
-    "wikipedia": "issue #6",
+READERS = {
+    WitSource: ReadWit,
+    ConceptualCaptionsSource: ReadConceptualCaptions,
+    CocoSource: ReadCoco,
+    Flickr8kSource: ReadFlickr8k,
 }
+TRANSLATED_KINDS = (ConceptualCaptionsSource, CocoSource, Flickr8kSource)
+PLANNED = {"wikipedia": "issue #6"}
 
 
 def check_buildable(manifest: Manifest) -> None:
-    """Refuse, before any graph is built, a source kind whose reader has not landed yet."""
+    """Refuse, before any graph is built, a source kind whose reader has not landed yet, and
+    English sources with nothing to translate them."""
+    t = manifest.translation
     for i, source in enumerate(manifest.sources):
         if type(source) not in READERS:
             raise ManifestError(
                 f"sources[{i}].kind: {source.kind!r} is not readable yet "
                 f"(planned in {PLANNED.get(source.kind, 'a later issue')})"
+            )
+        if isinstance(source, TRANSLATED_KINDS) and not (t.model or t.memory):
+            raise ManifestError(
+                f"sources[{i}].kind: {source.kind!r} is English and needs translation.model "
+                "(or a translation.memory that covers it)"
             )
 
 
@@ -48,15 +69,23 @@ def build_pipeline(
     emitted = read_pairs | "AllPairs" >> beam.Flatten()
     source_drops = read_drops | "AllSourceDrops" >> beam.Flatten()
 
+    pairs, translate_drops = emitted | "TranslateCaptions" >> TranslateCaptions(
+        manifest.translation, output_dir
+    )
     f = manifest.filters
-    pairs, clean_drops = emitted | "CleanCaptions" >> CleanCaptions(
+    pairs, clean_drops = pairs | "CleanCaptions" >> CleanCaptions(
         min_chars=f.min_chars, max_chars=f.max_chars, min_words=f.min_words, max_words=f.max_words
     )
     pairs, langid_drops = pairs | "FilterLanguage" >> FilterLanguage(
         labels=f.langid_labels, min_score=f.langid_min_score
     )
 
-    dropped = (source_drops, clean_drops, langid_drops) | "AllDrops" >> beam.Flatten()
+    dropped = (
+        source_drops,
+        translate_drops,
+        clean_drops,
+        langid_drops,
+    ) | "AllDrops" >> beam.Flatten()
     stats = (emitted, source_drops, pairs, dropped) | "ComputeStats" >> ComputeStats(
         [s.name for s in manifest.sources]
     )
@@ -65,4 +94,7 @@ def build_pipeline(
         rows_per_shard=manifest.output.rows_per_shard,
         name=manifest.name,
         manifest_text=manifest_text,
+        translation_model=model_name(manifest.translation.model)
+        if manifest.translation.model
+        else None,
     )

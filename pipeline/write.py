@@ -85,7 +85,12 @@ def fingerprint(shards: list[tuple[str, int, str]]) -> str:
 
 
 def dataset_card(
-    name: str, stats: dict, features, manifest_text: str | None, content_fingerprint: str
+    name: str,
+    stats: dict,
+    features,
+    manifest_text: str | None,
+    content_fingerprint: str,
+    translation_model: str | None = None,
 ) -> str:
     """The `README.md` of the output: a YAML header `datasets` reads, then what the data is.
 
@@ -134,6 +139,15 @@ def dataset_card(
         "",
         f"Total kept: {stats['kept']}; duplicates removed: {stats['duplicates_removed']}.",
         "",
+        "## Translation",
+        "",
+        f"Translated captions come from the CTranslate2 model {translation_model} or the"
+        " translation memory of the manifest (a memory entry without a score has"
+        " `translation_score` null)."
+        if translation_model
+        else "No translation model was used; translated captions, if any, come from the"
+        " translation memory of the manifest.",
+        "",
         "## Columns",
         "",
         "| column | meaning |",
@@ -163,17 +177,29 @@ class _WriteShard(beam.DoFn):
 
 
 class _WriteCardAndStats(beam.DoFn):
-    def __init__(self, output_dir: str, name: str, manifest_text: str | None):
+    def __init__(
+        self,
+        output_dir: str,
+        name: str,
+        manifest_text: str | None,
+        translation_model: str | None,
+    ):
         self._output_dir = output_dir
         self._name = name
         self._manifest_text = manifest_text
+        self._translation_model = translation_model
 
     def process(self, stats, shards):
         written = sum(n for _, n, _ in shards)
         if written != stats["kept"]:
             raise RuntimeError(f"wrote {written} rows but counted {stats['kept']} kept pairs")
         card = dataset_card(
-            self._name, stats, hf_features(), self._manifest_text, fingerprint(shards)
+            self._name,
+            stats,
+            hf_features(),
+            self._manifest_text,
+            fingerprint(shards),
+            self._translation_model,
         )
         write_bytes(join(self._output_dir, "README.md"), card.encode("utf-8"))
         text = json.dumps(stats, ensure_ascii=False, indent=2) + "\n"
@@ -185,13 +211,20 @@ class WriteDataset(beam.PTransform):
     """`(pairs, stats)` → the output folder; returns the `stats` element once all is written."""
 
     def __init__(
-        self, output_dir: str, *, rows_per_shard: int, name: str, manifest_text: str | None = None
+        self,
+        output_dir: str,
+        *,
+        rows_per_shard: int,
+        name: str,
+        manifest_text: str | None = None,
+        translation_model: str | None = None,
     ):
         super().__init__()
         self._output_dir = output_dir
         self._rows_per_shard = rows_per_shard
         self._name = name
         self._manifest_text = manifest_text
+        self._translation_model = translation_model
 
     def expand(self, pcolls):
         pairs, stats = pcolls
@@ -212,6 +245,8 @@ class WriteDataset(beam.PTransform):
             | "WriteShards" >> beam.ParDo(_WriteShard(self._output_dir), count_side)
         )
         return stats | "WriteCardAndStats" >> beam.ParDo(
-            _WriteCardAndStats(self._output_dir, self._name, self._manifest_text),
+            _WriteCardAndStats(
+                self._output_dir, self._name, self._manifest_text, self._translation_model
+            ),
             beam.pvalue.AsList(shards),
         )

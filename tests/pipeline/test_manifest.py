@@ -696,14 +696,15 @@ def test_cli_missing_manifest_exits_2(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("source", "issue"),
     [
-        ({"kind": "coco", "paths": ["coco/*.json"]}, "issue #3"),
-        ({"kind": "conceptual_captions", "paths": ["cc/*.tsv"]}, "issue #3"),
-        (FLICKR, "issue #3"),
+        ({"kind": "coco", "paths": ["coco/*.json"]}, "needs translation.model"),
+        ({"kind": "conceptual_captions", "paths": ["cc/*.tsv"]}, "needs translation.model"),
+        (FLICKR, "needs translation.model"),
         ({"kind": "wikipedia", "dump": "dumps/*.json.tar.gz"}, "issue #6"),
     ],
     ids=["coco", "conceptual_captions", "flickr8k", "wikipedia"],
 )
-def test_cli_refuses_a_kind_whose_reader_has_not_landed(project, tmp_path, capsys, source, issue):
+def test_cli_refuses_what_it_cannot_build(project, tmp_path, capsys, source, issue):
+    """A reader that has not landed (wikipedia), or English with nothing to translate it."""
     manifest = write_manifest(project, {"sources": [source]})
     out = tmp_path / "out"
     code, err, _ = run_cli(capsys, manifest, out)

@@ -1,0 +1,138 @@
+"""`make demo`: the demo dataset built from the samples in `manifests/`, every stage for real.
+
+The image hosts of the samples (upload.wikimedia.org, the CC hosts, images.cocodataset.org) are
+stood in for by a local HTTP server on 127.0.0.1 that draws a deterministic picture for every
+path (a path under `/dead/` answers 404, as many CC links do). The manifest's `images.url_map`
+sends the fetches there; the rows keep their real URLs. The translator is a tiny CTranslate2
+model built offline on first use; the shipped translation memory covers all but three captions,
+which go through the tiny model and are dropped by the translation quality filters.
+
+    python -m pipeline.demo --output out/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import random
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+from PIL import Image, ImageDraw, ImageFilter
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_MANIFEST = REPO / "manifests" / "demo.yaml"
+# The hosts of the demo samples, each served under its own prefix by the local server.
+HOSTS = {
+    "https://upload.wikimedia.org/": "wikimedia/",
+    "http://images.example/": "cc/",
+    "http://images.cocodataset.org/": "coco/",
+}
+
+
+def draw_picture(key: str) -> bytes:
+    """A photo-like JPEG (a sky-to-ground gradient, blurred shapes), the same for the same key."""
+    rng = random.Random(hashlib.sha256(key.encode()).digest())
+    width, height = rng.choice([(640, 480), (480, 640), (800, 533), (512, 512), (1024, 683)])
+    top = tuple(rng.randrange(40, 220) for _ in range(3))
+    bottom = tuple(rng.randrange(20, 200) for _ in range(3))
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+    for y in range(height):
+        t = y / (height - 1)
+        draw.line(
+            [(0, y), (width, y)],
+            fill=tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)),
+        )
+    for _ in range(rng.randrange(4, 12)):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        w, h = rng.randrange(20, width // 2), rng.randrange(20, height // 2)
+        color = tuple(rng.randrange(256) for _ in range(3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x0 + w, y0 + h], fill=color)
+    image = image.filter(ImageFilter.GaussianBlur(1.5))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - the http.server API
+        if "/dead/" in self.path:
+            self.send_error(404)
+            return
+        body = draw_picture(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # keep the demo's output to the accounting
+        pass
+
+
+def start_image_server() -> ThreadingHTTPServer:
+    """The stand-in image host on 127.0.0.1 (a free port), serving from a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def demo_manifest(port: int, model: Path, base: Path = DEMO_MANIFEST.parent) -> dict:
+    """manifests/demo.yaml with absolute paths, the tiny model, and fetches sent to `port`."""
+    raw = yaml.safe_load(DEMO_MANIFEST.read_text(encoding="utf-8"))
+    for source in raw["sources"]:
+        for key in ("paths", "captions", "images", "image_root"):
+            value = source.get(key)
+            if isinstance(value, list):
+                source[key] = [str(base / v) for v in value]
+            elif isinstance(value, str):
+                source[key] = str(base / value)
+    translation = raw.setdefault("translation", {})
+    translation["model"] = str(model)
+    if translation.get("memory"):
+        translation["memory"] = str(base / translation["memory"])
+    images = raw.setdefault("images", {})
+    images["url_map"] = {
+        host: f"http://127.0.0.1:{port}/{prefix}" for host, prefix in HOSTS.items()
+    }
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.__main__ import main as pipeline_main
+    from translators.tiny import build_tiny_model
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__)
+    parser.add_argument("--output", default="out/demo")
+    parser.add_argument("--models", default="out/models", help="where the tiny model is built")
+    args, beam_args = parser.parse_known_args(argv)
+
+    model = Path(args.models).resolve() / "tiny-opus-en-ar"
+    if not (model / "model.bin").is_file():
+        print(f"building the tiny offline translation model in {model}")
+        build_tiny_model(str(model), layout="opus")
+    server = start_image_server()
+    try:
+        manifest = demo_manifest(server.server_address[1], model)
+        output = Path(args.output).resolve()
+        path = output.parent / f"{output.name}.manifest.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            yaml.safe_dump(manifest, allow_unicode=True, sort_keys=False), encoding="utf-8"
+        )
+        print(f"manifest: {path} (images from the local server on port {server.server_address[1]})")
+        return pipeline_main(["run", str(path), "--output", str(output), *beam_args])
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""English → Arabic with CTranslate2: the `RunInference` model handler and its tokenization.
+
+A model folder holds a CTranslate2 model (`model.bin`, `config.json`, vocabularies) and its
+SentencePiece models in one of two layouts:
+
+- OPUS-MT: `source.spm` (English) and `target.spm` (Arabic), as `ct2-transformers-converter`
+  leaves Helsinki-NLP/opus-mt-en-ar once its SentencePiece files are copied beside it;
+- NLLB: one `sentencepiece.bpe.model`; the source starts with a language token (`eng_Latn`) and
+  decoding is forced to start with the target one (`arb_Arab`, given as `target_prefix`).
+
+What the handler does to each Beam batch, and why:
+
+- Tokens, not text: SentencePiece pieces, then `</s>` (unless the model's `config.json` says
+  CTranslate2 adds it itself, as Marian-converted models do), after `source_prefix` when there
+  is one: NLLB's `eng_Latn` by default; multi-target OPUS-MT models such as opus-mt-en-ar
+  expect a target-language token such as `>>ara<<` there.
+- Truncation is ours and reported: a caption longer than `max_input_length` tokens (specials
+  included) is cut and its `Translation.truncated` is True; CTranslate2's own silent truncation
+  is switched off (`max_input_length=0`).
+- One `translate_batch` call per Beam batch: CTranslate2 sorts by length, splits into
+  `max_batch_size` sub-batches (tokens by default) and releases the GIL while it works.
+- Decoding stops at `int(max_decoding_ratio * source tokens) + 2` target tokens (plus the
+  forced prefix) of the longest caption of the batch: CTranslate2 takes one limit per call.
+  A translation that ends by itself does not depend on the other captions of its batch (the
+  same text, the score up to float rounding; beam search can still rank differently when the
+  limit cuts hypotheses that are still open). One that does not end (a loop) runs to its
+  batch's limit, so its length depends on the batch; `repetition_loop` or `length_ratio`
+  usually drop it. Per-caption limits would cost a second decoding of every looping caption in
+  small groups: five times the work on a model that never stops (measured with the random
+  model of the opus-mt-en-ar shape).
+- Unknown-token output is disabled (`disable_unk`): SentencePiece would render it as ` ⁇ `.
+- `Translation.score` is the mean log-probability per generated target token, `</s>` included
+  when it was generated. With the default `length_penalty=1`, CTranslate2's `return_scores`
+  score is the sum of the generated tokens' log-probabilities divided by the hypothesis length;
+  that length counts the forced target prefix, whose log-probability the sum leaves out, so
+  for NLLB the score is rescaled by `length / (length - prefix length)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler
+
+from pipeline.manifest import TranslationConfig
+
+OPUS = "opus"
+NLLB = "nllb"
+OPUS_FILES = ("source.spm", "target.spm")
+NLLB_FILE = "sentencepiece.bpe.model"
+# NLLB's language tokens, used when the manifest names none.
+NLLB_SOURCE = "eng_Latn"
+NLLB_TARGET = "arb_Arab"
+EOS = "</s>"
+
+
+class Translation(NamedTuple):
+    """The Arabic of one English caption and how it was obtained."""
+
+    ar: str
+    # Mean log-probability per target token (<= 0); None for a memory entry without a score.
+    score: float | None = None
+    # The caption was cut to `max_input_length` tokens before translation.
+    truncated: bool = False
+
+
+beam.coders.registry.register_coder(Translation, beam.coders.RowCoder)
+
+
+class ModelFolderError(ValueError):
+    """A folder that is not a CTranslate2 translation model in a supported layout."""
+
+
+def detect_layout(folder: str) -> str:
+    """`opus` or `nllb`, from the SentencePiece files beside `model.bin` in `folder`."""
+    if not os.path.isfile(os.path.join(folder, "model.bin")):
+        raise ModelFolderError(
+            f"{folder}: not a CTranslate2 model folder (no model.bin); convert the model with "
+            "ct2-transformers-converter"
+        )
+    if all(os.path.isfile(os.path.join(folder, name)) for name in OPUS_FILES):
+        return OPUS
+    if os.path.isfile(os.path.join(folder, NLLB_FILE)):
+        return NLLB
+    raise ModelFolderError(
+        f"{folder}: no SentencePiece model found: expected source.spm and target.spm "
+        f"(OPUS-MT layout) or {NLLB_FILE} (NLLB layout) beside model.bin"
+    )
+
+
+def model_name(folder: str) -> str:
+    """A readable name for the dataset card: the model README's title (or the folder's name)
+    and the layout, e.g. `opus-mt-en-ar (CTranslate2, OPUS-MT layout)`."""
+    layout = detect_layout(folder)
+    name = os.path.basename(os.path.normpath(folder))
+    readme = os.path.join(folder, "README.md")
+    if os.path.isfile(readme):
+        with open(readme, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("#"):
+                    name = line.strip("#").strip() or name
+                    break
+    return f"{name} (CTranslate2, {'OPUS-MT' if layout == OPUS else 'NLLB'} layout)"
+
+
+def resolve_device(device: str) -> str:
+    """`cpu` or `cuda`: `auto` is `cuda` when CTranslate2 sees a GPU."""
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+def resolve_compute_type(compute_type: str | None, device: str) -> str:
+    """The manifest's `compute_type`, or int8 on CPU and int8_float16 on CUDA."""
+    if compute_type:
+        return compute_type
+    return "int8_float16" if device == "cuda" else "int8"
+
+
+def _vocabulary(folder: str, side: str) -> set[str] | None:
+    """The `source` or `target` vocabulary CTranslate2 saved beside the model (json since 3.0,
+    txt before; `shared_vocabulary` when both sides share one), if it is there."""
+    for name in ("shared_vocabulary", f"{side}_vocabulary"):
+        path = os.path.join(folder, name + ".json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return set(json.load(f))
+        path = os.path.join(folder, name + ".txt")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return {line.rstrip("\n") for line in f}
+    return None
+
+
+@dataclass
+class LoadedModel:
+    """A CTranslate2 translator with the tokenizers and token conventions of its folder."""
+
+    translator: Any
+    source_spm: Any
+    target_spm: Any
+    layout: str
+    source_prefix: list[str]
+    target_prefix: list[str]
+    append_eos: bool
+
+
+def load(config: TranslationConfig) -> LoadedModel:
+    """Load the model folder `config.model` on the configured device."""
+    import ctranslate2
+    import sentencepiece as spm
+
+    folder = config.model
+    if not folder:
+        raise ModelFolderError("translation.model: no model folder given")
+    layout = detect_layout(folder)
+    if layout == OPUS:
+        source_spm = spm.SentencePieceProcessor(model_file=os.path.join(folder, OPUS_FILES[0]))
+        target_spm = spm.SentencePieceProcessor(model_file=os.path.join(folder, OPUS_FILES[1]))
+        source_prefix = [config.source_prefix] if config.source_prefix else []
+        target_prefix = [config.target_prefix] if config.target_prefix else []
+    else:
+        source_spm = target_spm = spm.SentencePieceProcessor(
+            model_file=os.path.join(folder, NLLB_FILE)
+        )
+        source_prefix = [config.source_prefix or NLLB_SOURCE]
+        target_prefix = [config.target_prefix or NLLB_TARGET]
+    for side, tokens in (("source", source_prefix), ("target", target_prefix)):
+        vocabulary = _vocabulary(folder, side)
+        for token in tokens:
+            if vocabulary is not None and token not in vocabulary:
+                raise ModelFolderError(
+                    f"{folder}: the language token {token!r} is not in the model's "
+                    f"{side} vocabulary"
+                )
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        append_eos = not json.load(f).get("add_source_eos", False)
+    device = resolve_device(config.device)
+    translator = ctranslate2.Translator(
+        folder,
+        device=device,
+        compute_type=resolve_compute_type(config.compute_type, device),
+        inter_threads=config.inter_threads,
+        intra_threads=config.intra_threads,
+    )
+    return LoadedModel(
+        translator, source_spm, target_spm, layout, source_prefix, target_prefix, append_eos
+    )
+
+
+def tokenize(model: LoadedModel, text: str, max_input_length: int) -> tuple[list[str], bool]:
+    """The source tokens of `text`, specials included, at most `max_input_length` of them;
+    and whether the caption's pieces had to be cut to fit."""
+    pieces = model.source_spm.encode(text, out_type=str)
+    suffix = [EOS] if model.append_eos else []
+    room = max(1, max_input_length - len(model.source_prefix) - 1)
+    truncated = len(pieces) > room
+    return [*model.source_prefix, *pieces[:room], *suffix], truncated
+
+
+def decoding_limit(source_tokens: int, ratio: float, prefix: int) -> int:
+    """The most target tokens (forced prefix and `</s>` included) decoded for a caption."""
+    return int(ratio * source_tokens) + 2 + prefix
+
+
+def _translation(model: LoadedModel, result, truncated: bool) -> Translation:
+    hypothesis = list(result.hypotheses[0])
+    score = float(result.scores[0])
+    steps = len(hypothesis)
+    prefix = len(model.target_prefix)
+    if prefix and steps > prefix:
+        score = score * steps / (steps - prefix)
+    pieces = hypothesis[prefix:] if hypothesis[:prefix] == model.target_prefix else hypothesis
+    if pieces and pieces[-1] == EOS:
+        pieces = pieces[:-1]
+    return Translation(model.target_spm.decode(pieces).strip(), score, truncated)
+
+
+def translate(
+    model: LoadedModel, captions: Sequence[str], config: TranslationConfig
+) -> list[Translation]:
+    """Translate `captions` (normalised English) with one `translate_batch` call."""
+    if not captions:
+        return []
+    encoded = [tokenize(model, text, config.max_input_length) for text in captions]
+    sources = [tokens for tokens, _ in encoded]
+    prefix = len(model.target_prefix)
+    results = model.translator.translate_batch(
+        sources,
+        target_prefix=[model.target_prefix] * len(sources) if prefix else None,
+        max_batch_size=config.max_batch_size,
+        batch_type=config.batch_type,
+        beam_size=config.beam_size,
+        max_decoding_length=max(
+            decoding_limit(len(tokens), config.max_decoding_ratio, prefix) for tokens in sources
+        ),
+        max_input_length=0,
+        return_scores=True,
+        return_end_token=True,
+        disable_unk=True,
+    )
+    return [
+        _translation(model, result, truncated)
+        for result, (_, truncated) in zip(results, encoded, strict=True)
+    ]
+
+
+class CTranslate2Handler(ModelHandler[str, Translation, LoadedModel]):
+    """A `ModelHandler` from a normalised English caption to its `Translation`.
+
+    The model loads once per worker; each Beam batch of up to `max_batch_captions` captions is
+    one `translate_batch` call (see the module docstring for tokenization, limits and scores).
+    """
+
+    def __init__(self, config: TranslationConfig, *, max_batch_captions: int = 256):
+        super().__init__()
+        self._config = config
+        self._max_batch_captions = max_batch_captions
+
+    def load_model(self) -> LoadedModel:
+        return load(self._config)
+
+    def run_inference(
+        self,
+        batch: Sequence[str],
+        model: LoadedModel,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[Translation]:
+        return translate(model, batch, self._config)
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        # Full batches: CTranslate2 sorts and splits them itself, and bigger ones pad less.
+        return {
+            "min_batch_size": self._max_batch_captions,
+            "max_batch_size": self._max_batch_captions,
+        }
+
+    def get_metrics_namespace(self) -> str:
+        return "translate"

@@ -1,0 +1,192 @@
+"""TranslateCaptions: the Arabic of every translated pair, from the memory or the model.
+
+Each distinct English caption is translated once: the pairs are keyed by their normalised
+`caption_en`, the distinct captions are looked up in the translation memory, only the misses go
+through the CTranslate2 model (`RunInference`, loaded once per worker), the model's new
+translations are written to `DIR/translations/` for the next run's memory, and every
+translation is joined back onto its pairs and checked (`translators.quality`). Pairs are joined
+before images are fetched, so grouping them is cheap.
+
+Drop reasons: `empty_caption` (no English), `no_translation` (no model and a memory miss),
+`translation_error` (the model failed on the caption's batch), and those of
+`translators.quality`. The memory's translations are checked like the model's, so a rerun on
+an earlier run's translations keeps and drops exactly what that run did. Truncated captions are
+kept: they are counted (`translate:captions_truncated`) and marked in the translations' Parquet.
+Pairs whose `caption_origin` is not `translated` pass through untouched.
+
+Beam counters (namespace `translate`, live progress only): `unique_captions`, `memory_hits`,
+`captions_translated`, `captions_truncated`, `translation_errors`, `no_translation`.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+from filters.text import normalize_english
+from pipeline.manifest import TranslationConfig
+from pipeline.records import DROPPED, TRANSLATED, Pair, drop
+from translators.ctranslate import CTranslate2Handler, Translation
+from translators.memory import ReadMemory, WriteTranslations
+from translators.quality import quality_problem
+
+NAMESPACE = "translate"
+# A caption's fate when it gets no translation: (drop reason, detail).
+Failure = tuple[str, str | None]
+
+
+def _count(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+class _KeyByCaption(beam.DoFn):
+    """(normalised caption_en, pair) for translated pairs; the others pass through."""
+
+    PASS = "pass"
+
+    def process(self, pair: Pair):
+        if pair.caption_origin != TRANSLATED:
+            yield beam.pvalue.TaggedOutput(self.PASS, pair)
+            return
+        en = normalize_english(pair.caption_en or "")
+        if en:
+            yield en, pair
+        else:
+            yield beam.pvalue.TaggedOutput(DROPPED, drop(pair, "empty_caption"))
+
+
+def best_entry(entries: list[tuple[str, float | None]]) -> tuple[str, float | None]:
+    """The memory entry used when a caption has several: one without a score first (a
+    reference translation), then the highest score, then the first Arabic in code-point order."""
+    return min(entries, key=lambda e: (e[1] is not None, -(e[1] or 0.0), e[0]))
+
+
+class _LookUp(beam.DoFn):
+    """Memory hits as `(en, Translation)`; misses on the `miss` output."""
+
+    MISS = "miss"
+
+    def __init__(self):
+        self._hits = _count("memory_hits")
+
+    def process(self, grouped):
+        en, found = grouped
+        if not found["caption"]:
+            return
+        if found["memory"]:
+            self._hits.inc()
+            ar, score = best_entry(list(found["memory"]))
+            yield en, Translation(ar, score, False)
+        else:
+            yield beam.pvalue.TaggedOutput(self.MISS, en)
+
+
+def _counted_unique(en: str) -> str:
+    _count("unique_captions").inc()
+    return en
+
+
+def _counted(keyed: tuple[str, Translation]):
+    _count("captions_translated").inc()
+    if keyed[1].truncated:
+        _count("captions_truncated").inc()
+    return keyed
+
+
+def _failed_batch(failure) -> list[tuple[str, Failure]]:
+    # Beam's dead letter holds (exception type, repr of the exception, traceback lines).
+    batch, (_, error, _) = failure
+    _count("translation_errors").inc(len(batch))
+    return [(en, ("translation_error", error[:300])) for en, _ in batch]
+
+
+def _untranslatable(en: str) -> tuple[str, Failure]:
+    _count("no_translation").inc()
+    return en, ("no_translation", "no translation model, and the memory has no entry")
+
+
+class _Apply(beam.DoFn):
+    """Sets `caption_ar` and `translation_score` on each pair of a caption, or drops them."""
+
+    def __init__(self, config: TranslationConfig):
+        self._config = config
+
+    def process(self, grouped):
+        en, found = grouped
+        translations, failures = list(found["translation"]), list(found["failure"])
+        if translations:
+            t = translations[0]
+            reason = quality_problem(en, t.ar, t.score, self._config)
+            if reason is None:
+                for pair in found["pairs"]:
+                    yield pair._replace(caption_ar=t.ar, translation_score=t.score)
+                return
+            detail = f"score={t.score} ar={t.ar[:120]!r}"
+        else:
+            reason, detail = failures[0] if failures else ("translation_error", "none came back")
+        for pair in found["pairs"]:
+            yield beam.pvalue.TaggedOutput(DROPPED, drop(pair, reason, detail))
+
+
+class TranslateCaptions(beam.PTransform):
+    """Pairs with `caption_en` → the same pairs with `caption_ar` and `translation_score`.
+
+    `config` gives the model folder (or None: memory only), the memory and the thresholds;
+    the model's new translations go to `output_dir/translations/`. Returns `(kept, dropped)`.
+    """
+
+    def __init__(
+        self, config: TranslationConfig, output_dir: str, *, max_batch_captions: int = 256
+    ):
+        super().__init__()
+        self._config = config
+        self._output_dir = output_dir
+        self._max_batch_captions = max_batch_captions
+
+    def expand(self, pairs):
+        config = self._config
+        keyed = pairs | "KeyByCaption" >> beam.ParDo(_KeyByCaption()).with_outputs(
+            _KeyByCaption.PASS, DROPPED, main="keyed"
+        )
+        unique = (
+            keyed.keyed
+            | "Captions" >> beam.Keys()
+            | "Distinct" >> beam.Distinct()
+            | "CountUnique" >> beam.Map(_counted_unique)
+        )
+        if config.memory:
+            memory = pairs.pipeline | "ReadMemory" >> ReadMemory(config.memory)
+            looked_up = (
+                {"caption": unique | "AsKeys" >> beam.Map(lambda en: (en, None)), "memory": memory}
+                | "JoinMemory" >> beam.CoGroupByKey()
+                | "LookUp" >> beam.ParDo(_LookUp()).with_outputs(_LookUp.MISS, main="hits")
+            )
+            hits, misses = looked_up.hits, looked_up[_LookUp.MISS]
+        else:
+            hits = pairs.pipeline | "NoMemory" >> beam.Create([])
+            misses = unique
+        if config.model:
+            handler = KeyedModelHandler(
+                CTranslate2Handler(config, max_batch_captions=self._max_batch_captions)
+            )
+            translated, errors = (
+                misses
+                | "KeyForModel" >> beam.Map(lambda en: (en, en))
+                | "Translate" >> RunInference(handler).with_exception_handling()
+            )
+            new = translated | "CountTranslated" >> beam.Map(_counted)
+            new | "WriteTranslations" >> WriteTranslations(self._output_dir)
+            failures = errors.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
+        else:
+            new = pairs.pipeline | "NoModel" >> beam.Create([])
+            failures = misses | "Untranslatable" >> beam.Map(_untranslatable)
+        translations = (hits, new) | "AllTranslations" >> beam.Flatten()
+        applied = (
+            {"pairs": keyed.keyed, "translation": translations, "failure": failures}
+            | "JoinPairs" >> beam.CoGroupByKey()
+            | "Apply" >> beam.ParDo(_Apply(config)).with_outputs(DROPPED, main="kept")
+        )
+        kept = (applied.kept, keyed[_KeyByCaption.PASS]) | "KeptAndPassed" >> beam.Flatten()
+        dropped = (keyed[DROPPED], applied[DROPPED]) | "Dropped" >> beam.Flatten()
+        return kept, dropped

@@ -1,0 +1,389 @@
+"""Real CTranslate2 models with random weights, built offline, for tests, the demo and benchmarks.
+
+`build_tiny_model` trains SentencePiece on a small corpus on the spot and saves a 2+2-layer
+Transformer (d_model 64) whose weights come from a seeded numpy generator, in the OPUS-MT layout
+(`source.spm` + `target.spm` beside `model.bin`) or the NLLB layout (one
+`sentencepiece.bpe.model` whose vocabulary holds the language tokens `eng_Latn` and `arb_Arab`).
+The model runs through the real `ctranslate2.Translator`; its Arabic is garbage, but the same
+seed and corpus give the same folder and the same translations.
+
+`build_random_model` saves a model of the exact Helsinki-NLP/opus-mt-en-ar shape (6+6 layers,
+d_model 512, 8 heads, FFN 2048, a 62k vocabulary, int8) for the benchmark. A SentencePiece model
+with a 62k vocabulary cannot be trained on a small corpus, so its `source.spm`/`target.spm` are
+small trained models and the CTranslate2 vocabulary is their pieces followed by synthetic pieces
+(`▁x00000`, …) up to the size: tokenization uses the real pieces; the decoder may emit synthetic
+ones, which decode to SentencePiece's unknown mark.
+
+    python -m translators.tiny OUT_DIR [--layout opus|nllb] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+SOURCE_LANG = "eng_Latn"
+TARGET_LANG = "arb_Arab"
+LAYOUTS = ("opus", "nllb")
+MODEL_FILES = (
+    "model.bin",
+    "config.json",
+    "README.md",
+    "source.spm",
+    "target.spm",
+    "sentencepiece.bpe.model",
+    "shared_vocabulary.json",
+    "source_vocabulary.json",
+    "target_vocabulary.json",
+)
+
+ENGLISH = (
+    "A man riding a bicycle down a city street.",
+    "Two dogs playing with a ball on the grass.",
+    "A woman holding an umbrella in the rain.",
+    "A plate of food with rice, meat and vegetables.",
+    "A group of people standing in front of a building.",
+    "A cat sleeping on a red sofa.",
+    "A child eating an ice cream cone.",
+    "An old mosque with a tall minaret at sunset.",
+    "A train arriving at a crowded station.",
+    "A small boat on a calm blue sea.",
+    "A bowl of fresh fruit on a wooden table.",
+    "Two men playing chess in a park.",
+    "A girl reading a book under a tree.",
+    "A black and white photo of a market.",
+    "A kitchen with white cabinets and a window.",
+    "A bus parked beside the road.",
+    "A horse running across a green field.",
+    "A desert with sand dunes and a camel.",
+    "A bird sitting on a branch.",
+    "A young boy flying a kite on the beach.",
+    "An airplane flying over the mountains.",
+    "A large clock tower in the middle of a square.",
+    "People walking on a busy street at night.",
+    "A table set for dinner with candles.",
+    "A dog looking out of a car window.",
+    "A woman cooking in a small kitchen.",
+    "A laptop and a cup of coffee on a desk.",
+    "Children playing football in a dusty yard.",
+    "A bridge over a wide river.",
+    "A vase of flowers next to a window.",
+    "A street vendor selling bread.",
+    "A snowy mountain under a clear sky.",
+    "A man in a suit talking on the phone.",
+    "A pizza with cheese and tomatoes.",
+    "Sheep grazing on a hillside.",
+    "A bathroom with a sink and a mirror.",
+    "A baby sleeping in a crib.",
+    "A red car parked in front of a house.",
+    "An elephant walking near a lake.",
+    "A fisherman pulling a net from the water.",
+)
+
+ARABIC = (
+    "رجل يركب دراجة في شارع المدينة.",
+    "كلبان يلعبان بالكرة على العشب.",
+    "امرأة تحمل مظلة تحت المطر.",
+    "طبق من الطعام فيه أرز ولحم وخضار.",
+    "مجموعة من الناس يقفون أمام مبنى.",
+    "قطة نائمة على أريكة حمراء.",
+    "طفل يأكل مخروط آيس كريم.",
+    "مسجد قديم بمئذنة عالية عند الغروب.",
+    "قطار يصل إلى محطة مزدحمة.",
+    "قارب صغير على بحر أزرق هادئ.",
+    "وعاء من الفاكهة الطازجة على طاولة خشبية.",
+    "رجلان يلعبان الشطرنج في حديقة.",
+    "فتاة تقرأ كتابا تحت شجرة.",
+    "صورة بالأبيض والأسود لسوق.",
+    "مطبخ بخزائن بيضاء ونافذة.",
+    "حافلة متوقفة بجانب الطريق.",
+    "حصان يركض عبر حقل أخضر.",
+    "صحراء فيها كثبان رملية وجمل.",
+    "طائر يجلس على غصن.",
+    "صبي صغير يطير طائرة ورقية على الشاطئ.",
+    "طائرة تحلق فوق الجبال.",
+    "برج ساعة كبير في وسط ساحة.",
+    "أناس يمشون في شارع مزدحم ليلا.",
+    "طاولة معدة للعشاء مع شموع.",
+    "كلب ينظر من نافذة سيارة.",
+    "امرأة تطبخ في مطبخ صغير.",
+    "حاسوب محمول وفنجان قهوة على مكتب.",
+    "أطفال يلعبون كرة القدم في ساحة مغبرة.",
+    "جسر فوق نهر واسع.",
+    "مزهرية من الزهور بجانب نافذة.",
+    "بائع متجول يبيع الخبز.",
+    "جبل مغطى بالثلج تحت سماء صافية.",
+    "رجل ببدلة يتحدث في الهاتف.",
+    "بيتزا بالجبن والطماطم.",
+    "أغنام ترعى على سفح تل.",
+    "حمام فيه مغسلة ومرآة.",
+    "رضيع نائم في سريره.",
+    "سيارة حمراء متوقفة أمام منزل.",
+    "فيل يمشي قرب بحيرة.",
+    "صياد يسحب شبكة من الماء.",
+)
+
+
+def train_sentencepiece(
+    sentences: Iterable[str],
+    vocab_size: int,
+    *,
+    model_type: str = "unigram",
+    user_symbols: Sequence[str] = (),
+) -> bytes:
+    """A SentencePiece model trained on `sentences`, as the bytes of a `.model` file.
+
+    `vocab_size` is an upper bound: a small corpus may support fewer pieces.
+    """
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(sentences)),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        user_defined_symbols=list(user_symbols),
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def spm_pieces(model: bytes) -> list[str]:
+    """Every piece of a SentencePiece model, in id order (`<unk>`, `<s>`, `</s>`, …)."""
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_proto=model)
+    return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+
+
+def _transformer_spec(
+    rng: np.random.Generator,
+    *,
+    source_vocab: int,
+    target_vocab: int,
+    layers: int,
+    d_model: int,
+    heads: int,
+    ffn: int,
+    shared_embeddings: bool,
+    eos_id: int,
+    eos_bias: float = 2.0,
+):
+    """A pre-norm Transformer spec with every weight drawn from `rng`."""
+    from ctranslate2.specs import transformer_spec
+
+    spec = transformer_spec.TransformerSpec.from_config((layers, layers), heads)
+
+    def matrix(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def vector(size: int, scale: float = 0.1) -> np.ndarray:
+        return (rng.standard_normal(size) * scale).astype(np.float32)
+
+    def linear(layer, rows: int, cols: int) -> None:
+        layer.weight = matrix(rows, cols)
+        layer.bias = vector(rows)
+
+    def norm(layer) -> None:
+        layer.gamma = np.ones(d_model, np.float32)
+        layer.beta = np.zeros(d_model, np.float32)
+
+    def attention(layer, cross: bool) -> None:
+        norm(layer.layer_norm)
+        if cross:  # queries, then keys and values fused, then the output
+            linear(layer.linear[0], d_model, d_model)
+            linear(layer.linear[1], 2 * d_model, d_model)
+        else:  # queries, keys and values fused, then the output
+            linear(layer.linear[0], 3 * d_model, d_model)
+        linear(layer.linear[-1], d_model, d_model)
+
+    def feed_forward(layer) -> None:
+        norm(layer.layer_norm)
+        linear(layer.linear_0, ffn, d_model)
+        linear(layer.linear_1, d_model, ffn)
+
+    # Embeddings of unit scale: CTranslate2 multiplies them by sqrt(d_model) before the layers.
+    target_embeddings = (rng.standard_normal((target_vocab, d_model)) * 0.3).astype(np.float32)
+    if shared_embeddings:
+        source_embeddings = target_embeddings
+    else:
+        source_embeddings = (rng.standard_normal((source_vocab, d_model)) * 0.3).astype(np.float32)
+    spec.encoder.embeddings[0].weight = source_embeddings
+    norm(spec.encoder.layer_norm)
+    for layer in spec.encoder.layer:
+        attention(layer.self_attention, cross=False)
+        feed_forward(layer.ffn)
+    spec.decoder.embeddings.weight = target_embeddings
+    norm(spec.decoder.layer_norm)
+    for layer in spec.decoder.layer:
+        attention(layer.self_attention, cross=False)
+        attention(layer.attention, cross=True)
+        feed_forward(layer.ffn)
+    spec.decoder.projection.weight = matrix(target_vocab, d_model)
+    # A raised `</s>` logit makes most translations end at a length of their own, as a trained
+    # model's do, instead of all running to the decoding limit.
+    bias = np.zeros(target_vocab, np.float32)
+    bias[eos_id] = eos_bias
+    spec.decoder.projection.bias = bias
+    return spec
+
+
+def _save(
+    spec, folder: str, files: dict[str, bytes], readme: str, quantization: str | None = None
+) -> str:
+    spec.validate()
+    if quantization:
+        spec.optimize(quantization=quantization)
+    os.makedirs(folder, exist_ok=True)
+    for name in MODEL_FILES:  # a rebuild in the other layout must not leave the first one's
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            os.remove(path)
+    spec.save(folder)
+    for name, data in files.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+        f.write(readme)
+    return folder
+
+
+def build_tiny_model(
+    folder: str,
+    layout: str = "opus",
+    seed: int = 0,
+    *,
+    english: Sequence[str] = ENGLISH,
+    arabic: Sequence[str] = ARABIC,
+    vocab_size: int = 300,
+    layers: int = 2,
+    d_model: int = 64,
+    heads: int = 4,
+    ffn: int = 128,
+) -> str:
+    """Build a tiny random-weight CTranslate2 en→ar model into `folder` and return `folder`.
+
+    `layout="opus"`: `source.spm` (trained on `english`) and `target.spm` (trained on `arabic`),
+    separate vocabularies. `layout="nllb"`: one `sentencepiece.bpe.model` trained on both, with
+    `eng_Latn` and `arb_Arab` among its pieces, a shared vocabulary, and decoding that starts
+    from `</s>` followed by the target token, as NLLB does.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    rng = np.random.default_rng(seed)
+    if layout == "opus":
+        source_model = train_sentencepiece(english, vocab_size)
+        target_model = train_sentencepiece(arabic, vocab_size)
+        source_pieces, target_pieces = spm_pieces(source_model), spm_pieces(target_model)
+        files = {"source.spm": source_model, "target.spm": target_model}
+    else:
+        shared_model = train_sentencepiece(
+            [*english, *arabic],
+            2 * vocab_size,
+            model_type="bpe",
+            user_symbols=(SOURCE_LANG, TARGET_LANG),
+        )
+        source_pieces = target_pieces = spm_pieces(shared_model)
+        files = {"sentencepiece.bpe.model": shared_model}
+    spec = _transformer_spec(
+        rng,
+        source_vocab=len(source_pieces),
+        target_vocab=len(target_pieces),
+        layers=layers,
+        d_model=d_model,
+        heads=heads,
+        ffn=ffn,
+        shared_embeddings=layout == "nllb",
+        eos_id=target_pieces.index("</s>"),
+    )
+    spec.register_source_vocabulary(source_pieces)
+    spec.register_target_vocabulary(target_pieces)
+    if layout == "nllb":
+        spec.config.decoder_start_token = "</s>"
+    readme = (
+        f"# tiny-random-en-ar-{layout}\n\nRandom weights (seed {seed}), {layers}+{layers} layers, "
+        f"d_model {d_model}: for tests and the demo only; its translations are meaningless.\n"
+    )
+    return _save(spec, folder, files, readme)
+
+
+def build_random_model(
+    folder: str,
+    *,
+    layers: int = 6,
+    d_model: int = 512,
+    heads: int = 8,
+    ffn: int = 2048,
+    vocab: int = 62000,
+    quantization: str = "int8",
+    seed: int = 0,
+) -> str:
+    """A random-weight model of the Helsinki-NLP/opus-mt-en-ar shape (OPUS-MT layout), for
+    benchmarks: `vocab` shared pieces (the trained ones, then synthetic ones), tied embeddings."""
+    rng = np.random.default_rng(seed)
+    source_model = train_sentencepiece(ENGLISH, 300)
+    target_model = train_sentencepiece(ARABIC, 300)
+    pieces = list(dict.fromkeys([*spm_pieces(source_model), *spm_pieces(target_model)]))
+    if len(pieces) > vocab:
+        raise ValueError(f"vocab must be at least {len(pieces)}, got {vocab}")
+    pieces += [f"▁x{i:05d}" for i in range(vocab - len(pieces))]
+    spec = _transformer_spec(
+        rng,
+        source_vocab=vocab,
+        target_vocab=vocab,
+        layers=layers,
+        d_model=d_model,
+        heads=heads,
+        ffn=ffn,
+        shared_embeddings=True,
+        eos_id=pieces.index("</s>"),
+    )
+    spec.register_source_vocabulary(pieces)
+    spec.register_target_vocabulary(pieces)
+    readme = (
+        f"# random-opus-mt-en-ar-shape\n\nRandom weights (seed {seed}), {layers}+{layers} layers, "
+        f"d_model {d_model}, {heads} heads, FFN {ffn}, vocabulary {vocab}, {quantization}: "
+        "for benchmarks only.\n"
+    )
+    files = {"source.spm": source_model, "target.spm": target_model}
+    return _save(spec, folder, files, readme, quantization)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m translators.tiny",
+        description="Build a tiny random-weight CTranslate2 en→ar model (tests and the demo).",
+    )
+    parser.add_argument("out_dir", help="the model folder to create")
+    parser.add_argument("--layout", choices=LAYOUTS, default="opus")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    # Built beside the target and renamed, so an interrupted build never leaves half a model
+    # that a Makefile rule (which checks only that the folder exists) would take as done.
+    parent = os.path.dirname(os.path.abspath(args.out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tiny-model-", dir=parent)
+    try:
+        build_tiny_model(tmp, layout=args.layout, seed=args.seed)
+        if os.path.isdir(args.out_dir):
+            shutil.rmtree(args.out_dir)
+        os.replace(tmp, args.out_dir)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+    print(args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
