@@ -112,9 +112,10 @@ class _Judge(beam.DoFn):
 
 
 def _failed_batch(failure) -> Iterable[Drop]:
-    batch, error = failure
+    # Beam's dead letter holds (exception type, repr of the exception, traceback lines).
+    batch, (_, error, _) = failure
     for pair, _text in batch:
-        yield drop(pair, "langid_error", detail=repr(error)[:200])
+        yield drop(pair, "langid_error", detail=error[:300])
 
 
 class FilterLanguage(beam.PTransform):
@@ -128,11 +129,12 @@ class FilterLanguage(beam.PTransform):
         labels: Sequence[str] = ("ar",),
         min_score: float = 0.5,
         model_path: str | None = None,
+        handler: ModelHandler | None = None,
     ):
         super().__init__()
         self._labels = labels
         self._min_score = min_score
-        self._handler = KeyedModelHandler(FastTextLangIdHandler(model_path))
+        self._handler = KeyedModelHandler(handler or FastTextLangIdHandler(model_path))
 
     def expand(self, pairs):
         predicted, errors = (

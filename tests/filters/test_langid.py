@@ -101,3 +101,21 @@ def test_filter_language_stage_sets_scores_and_counts_drops():
             equal_to([("not_arabic", "fa"), ("not_arabic", "ur")]),
             label="dropped",
         )
+
+
+class _BrokenHandler(FastTextLangIdHandler):
+    def run_inference(self, batch, model, inference_args=None):
+        raise RuntimeError("model crashed")
+
+
+def test_a_failed_batch_is_counted_as_langid_error():
+    stage = FilterLanguage(("ar",), 0.5, handler=_BrokenHandler())
+    inputs = [Pair("1", "wit", "wit", "1", ARABIC[0], GENUINE)]
+    with TestPipeline() as p:
+        kept, dropped = p | beam.Create(inputs) | stage
+        assert_that(kept, equal_to([]), label="kept")
+        assert_that(
+            dropped | beam.Map(lambda d: (d.reason, d.detail)),
+            equal_to([("langid_error", "RuntimeError('model crashed')")]),
+            label="dropped",
+        )
