@@ -262,3 +262,55 @@ def test_a_truncated_shard_fails_the_run_naming_the_file(tmp_path, capsys):
     assert err.startswith("error: the run failed: ")
     assert f"{path}:" in err and "cannot read the shard past this line" in err
     assert not (tmp_path / "out" / "stats.json").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    from translators.tiny import build_tiny_model
+
+    return build_tiny_model(str(tmp_path_factory.mktemp("models") / "tiny"), layout="opus")
+
+
+def test_translated_sources_flow_through_and_a_rerun_translates_nothing(tmp_path, tiny_model):
+    (tmp_path / "cc.tsv").write_text(
+        "a dog runs on the beach .\thttp://img.example/1.jpg\n"
+        "person walks in the city .\thttp://img.example/2.jpg\n"
+        "a dog runs on the beach .\thttp://img.example/3.jpg\n"
+        '"quoted" caption of a cat\thttp://img.example/4.jpg\n',
+        encoding="utf-8",
+    )
+    # Thresholds the tiny random model's output can pass, so rows reach the output.
+    body = (
+        "sources:\n  - kind: conceptual_captions\n    paths: [cc.tsv]\n"
+        f"translation:\n  model: {tiny_model}\n  intra_threads: 1\n  min_score: -100\n"
+        "  min_length_ratio: 0\n  max_length_ratio: 1000\n  max_latin_share: 1\n"
+        "  max_ngram_repeats: 1000\n{memory}"
+        "filters:\n  langid_labels: [ar, arz, fa, ur, ps, ckb, ug, sd, ku, azb, mzn, pnb]\n"
+        "  langid_min_score: 0\n  min_words: 1\n  min_chars: 1\n"
+        "images: {{fetch: false}}\n"
+    )
+    first = tmp_path / "first"
+    write_manifest(tmp_path, body.format(memory=""))
+    stats1 = build(tmp_path / "manifest.yaml", first)
+    made = pq.read_table(first / "translations")
+    assert sorted(made.column("en").to_pylist()) == [
+        '"quoted" caption of a cat',
+        "a dog runs on the beach .",
+        "person walks in the city .",
+    ]  # three distinct captions: the repeated one was translated once
+
+    second = tmp_path / "second"
+    write_manifest(tmp_path, body.format(memory=f"  memory: {first / 'translations'}\n"))
+    stats2 = build(tmp_path / "manifest.yaml", second)
+    assert pq.read_table(second / "translations").num_rows == 0  # nothing translated twice
+    assert stats2 == stats1
+    rows1 = pq.read_table(first / "data").to_pylist()
+    rows2 = pq.read_table(second / "data").to_pylist()
+    assert [(r["id"], r["caption_ar"]) for r in rows1] == [
+        (r["id"], r["caption_ar"]) for r in rows2
+    ]
+    cc = stats1["sources"]["conceptual_captions"]
+    assert cc["read"] == 4 and cc["read"] == cc["kept"] + sum(cc["dropped"].values())
+    for r in rows1:
+        assert r["caption_origin"] == "translated" and r["source"] == "conceptual_captions"
+        assert r["caption_en"] and r["caption_ar"] and r["translation_score"] <= 0
