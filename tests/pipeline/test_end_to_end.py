@@ -310,6 +310,7 @@ def test_translated_sources_flow_through_and_a_rerun_translates_nothing(tmp_path
         (r["id"], r["caption_ar"]) for r in rows2
     ]
     cc = stats1["sources"]["conceptual_captions"]
+    assert rows1, stats1
     assert cc["read"] == 4 and cc["read"] == cc["kept"] + sum(cc["dropped"].values())
     for r in rows1:
         assert r["caption_origin"] == "translated" and r["source"] == "conceptual_captions"
