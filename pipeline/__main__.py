@@ -66,11 +66,6 @@ def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
         return 2
     with FileSystems.open(manifest_path) as f:
         manifest_text = f.read().decode("utf-8")
-    if manifest.images.fetch:
-        log.warning(
-            "images.fetch is true but image fetching has not landed yet (issue #4): "
-            "writing URL-only rows"
-        )
     _remove_old_shards(output_dir)
     options = PipelineOptions(beam_args)
     try:

@@ -1,8 +1,8 @@
 """Wires the stages of a manifest into one Beam graph.
 
-read each source → translate English captions → clean captions → language ID → write shards,
-card and stats. Every stage returns `(kept, dropped)`; all `dropped` outputs meet in
-`ComputeStats`.
+read each source → translate English captions → clean captions → language ID → fetch, verify,
+hash and store images → write shards, card and stats. Every stage returns `(kept, dropped)`;
+all `dropped` outputs meet in `ComputeStats`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import apache_beam as beam
 
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
+from pipeline.images import FetchImages
 from pipeline.manifest import (
     CocoSource,
     ConceptualCaptionsSource,
@@ -80,11 +81,15 @@ def build_pipeline(
         labels=f.langid_labels, min_score=f.langid_min_score
     )
 
+    # Only pairs whose text passed are downloaded.
+    pairs, image_drops = pairs | "FetchImages" >> FetchImages(manifest.images)
+
     dropped = (
         source_drops,
         translate_drops,
         clean_drops,
         langid_drops,
+        image_drops,
     ) | "AllDrops" >> beam.Flatten()
     stats = (emitted, source_drops, pairs, dropped) | "ComputeStats" >> ComputeStats(
         [s.name for s in manifest.sources]

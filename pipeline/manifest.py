@@ -358,6 +358,12 @@ def _check_sections(m: Manifest) -> None:
         _check(getattr(i, key) > 0, f"images.{key}", "must be positive")
     _check(i.min_size >= 1, "images.min_size", "must be >= 1")
     _check(i.retries >= 0, "images.retries", "must be >= 0")
+    for prefix, target in i.url_map:
+        _check(
+            target.startswith(("http://", "https://")),
+            f"images.url_map.{prefix}",
+            f"expected an http(s) URL prefix, got {target!r}",
+        )
     f = m.filters
     _check(0.0 <= f.langid_min_score <= 1.0, "filters.langid_min_score", "must be in [0, 1]")
     _check(bool(f.langid_labels), "filters.langid_labels", "must name at least one label")

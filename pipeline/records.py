@@ -142,7 +142,7 @@ COLUMN_DOCS = {
     "caption_field": "which field of the source the caption was taken from",
     "source_language": "the language code the source gave the record (WIT: its `language`)",
     "sha256": "sha256 of the stored image bytes",
-    "mime_type": "the image's MIME type as the source gave it",
+    "mime_type": "the MIME type of the stored image (as the source gave it when not fetched)",
     "page_url": "the page the image appears on",
     "page_title": "the title of that page",
     "section_title": "the section of the page the image appears in",
@@ -155,6 +155,7 @@ COLUMN_DOCS = {
 def to_row(pair: Pair) -> dict:
     """A pair as one row of `SCHEMA`."""
     row = {name: getattr(pair, name, None) for name in SCHEMA.names if name != "image"}
-    has_image = pair.image_bytes is not None or pair.image_path is not None
+    # Only fetched images: a URL-only row must not carry a local path of the machine it ran on.
+    has_image = pair.image_bytes is not None
     row["image"] = {"bytes": pair.image_bytes, "path": pair.image_path} if has_image else None
     return row

@@ -1,0 +1,829 @@
+"""FetchImages: download or read the image of every pair, verify it, hash it and store it.
+
+A pair's image comes from `image_path` (a local or Beam-filesystem file: Flickr8K's folder,
+COCO's `image_root`) or else from `image_url` (http, https, or protocol-relative `//host/...`
+taken as https; fetched through `url_map` when a prefix matches, the column keeping the original).
+Both go through the same verify, hash and store path:
+
+- verify: Pillow must identify the bytes as an image of an allowed format whatever the
+  Content-Type said (`not_an_image`); the header's width x height is checked against
+  `max_pixels` before anything is decoded (`too_large`, the decompression-bomb guard) and both
+  sides against `min_size` (`too_small`); a file that ends early is `decode_error`.
+- normalise: EXIF orientation applied, first frame of an animation, every mode made RGB
+  (alpha composited on white, 16-bit grey scaled to 8 bits, CMYK and palette converted).
+- store: resized (`no`, `keep_ratio`: longest side `size`, never upscaled, `center_crop`: a
+  `size` x `size` square), re-encoded as `format`; a JPEG is decoded with `draft()` straight at
+  the smallest DCT scale that still covers the stored size.
+- hash: imagehash pHash of the stored pixels and sha256 of the stored bytes.
+
+Downloads use one `requests.Session` per DoFn instance with `urllib3.Retry` (connection errors,
+429 and 5xx, exponential backoff, `Retry-After` honoured), connect and read timeouts, a total
+`deadline` per download checked while the body streams in, a byte cap checked on
+Content-Length and while streaming, and many downloads in flight at once, bounded overall
+(`concurrency`) and per host (`per_host`). Downloads and local reads run on `concurrency`
+threads, decoding and encoding on one thread per core (`FetchScheduler`), so a download thread
+is never held up by CPU work. Every address a request goes to must be public unless
+`allow_private_hosts` (see `AddressPolicy`); redirects are followed here, hop by hop, so each
+hop is checked. `X-Robots-Tag: noai` / `noimageai` is honoured before the body is read.
+
+Drop reasons: `no_image`, `bad_url`, `private_address`, `connection_error`, `timeout`,
+`http_<status>` for any final status that is neither 2xx nor a redirect (`http_404`,
+`http_429` when retries or the deadline ran out, `http_503` ...), `too_many_redirects`,
+`opted_out`, `too_large`, `missing_file`, `read_error`, `not_an_image`, `decode_error`,
+`too_small`; anything unexpected on one pair is `images_error`, never a crash.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
+import io
+import ipaddress
+import math
+import os
+import re
+import socket
+import struct
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+from urllib.parse import urljoin, urlsplit
+
+import apache_beam as beam
+import imagehash
+import numpy as np
+import requests
+import urllib3
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
+from PIL import Image, ImageOps, UnidentifiedImageError
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.util.retry import Retry
+
+from pipeline.manifest import ImagesConfig
+from pipeline.records import DROPPED, Drop, Pair, drop, failed
+
+STAGE = "images"
+
+# Wikimedia asks for a contact: a real crawl sets `images.user_agent` with one.
+DEFAULT_USER_AGENT = (
+    "arabic-pairs/0.1 (open Arabic image-text dataset builder; no contact configured: "
+    "set images.user_agent) python-requests/" + requests.__version__
+)
+
+MAX_REDIRECTS = 5
+# Statuses retried with backoff (urllib3 also honours Retry-After on 413, 429 and 503).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+BACKOFF_FACTOR = 0.5  # seconds: waits of 0, 1, 2, 4 ... between retries
+BACKOFF_MAX = 8.0
+OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai"})
+CHUNK_BYTES = 64 * 1024
+# How long an address check of one host is reused (seconds).
+ADDRESS_CHECK_TTL = 60.0
+# Formats Pillow may open (JPEG's opener also returns multi-picture MPO files). Leaves out the
+# plugins that run external programs (EPS through Ghostscript) and the formats no image host
+# serves for photographs (PSD, ICNS, FITS, ...). AVIF only where Pillow was built with it.
+Image.init()
+ALLOWED_FORMATS = tuple(
+    f for f in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF") if f in Image.OPEN
+)
+ENCODINGS = {  # config.format -> (Pillow format, MIME type, file extension)
+    "jpeg": ("JPEG", "image/jpeg", "jpg"),
+    "png": ("PNG", "image/png", "png"),
+    "webp": ("WEBP", "image/webp", "webp"),
+}
+# Pillow's `reducing_gap`: shrink by an integer factor with a box filter first, then Lanczos;
+# 3.0 is indistinguishable from a plain Lanczos resize and several times faster on big images.
+REDUCING_GAP = 3.0
+
+
+class Rejected(Exception):
+    """A pair's image cannot be kept; `reason` becomes its drop reason."""
+
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class StoredImage(NamedTuple):
+    """What is kept of one image: the encoded bytes and what describes them."""
+
+    data: bytes
+    width: int
+    height: int
+    phash: str
+    sha256: str
+    mime_type: str
+    extension: str
+
+
+# ---------------------------------------------------------------------------- URLs and addresses
+
+
+def normalize_url(url: str) -> str:
+    """The URL to request: protocol-relative `//host/x` becomes https; only http(s) with a host."""
+    url = url.strip()
+    if url.startswith("//"):
+        url = "https:" + url
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError as err:
+        raise Rejected("bad_url", str(err)) from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise Rejected("bad_url", f"scheme {parts.scheme!r} is not http(s)")
+    if not parts.hostname or not port_ok:
+        raise Rejected("bad_url", "no host")
+    return url
+
+
+def map_url(url: str, url_map: Sequence[tuple[str, str]]) -> str:
+    """`url` with the first matching prefix of `url_map` replaced (`images.url_map`)."""
+    for old, new in url_map:
+        if url.startswith(old):
+            return new + url[len(old) :]
+    return url
+
+
+def is_public_address(address: str) -> bool:
+    """True for a globally routable unicast address; False for private, loopback, link-local,
+    reserved, multicast, unspecified and shared (100.64/10) ones, IPv4-mapped IPv6 included."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_multicast
+        or ip.is_unspecified
+    )
+
+
+class PrivateAddressError(Exception):
+    """Raised inside a connection whose peer is not allowed. Not an OSError on purpose: urllib3
+    retries OSErrors, and this must end the request at once."""
+
+
+class AddressPolicy:
+    """Which addresses requests may go to: public ones always, the rest only when
+    `allow_private` (the manifest's `allow_private_hosts`, for tests and the demo).
+
+    `trusted_networks` (CIDR strings) are allowed even when `allow_private` is False. It is not
+    a manifest option: tests use it to let their 127.0.0.1 server through while a redirect to
+    10.0.0.1 or 169.254.169.254 is still refused.
+
+    A host is checked twice. Before any connection, every address `getaddrinfo` gives for it
+    must be allowed, so a refused host is never contacted. Then, because urllib3 resolves the
+    name again to connect (a DNS-rebinding server can answer differently the second time), the
+    connected socket's peer address is checked again before any byte of the request is sent
+    (`GuardedAdapter`).
+    """
+
+    def __init__(self, allow_private: bool, trusted_networks: Sequence[str] = ()):
+        self.allow_private = allow_private
+        self._trusted = tuple(ipaddress.ip_network(n) for n in trusted_networks)
+        self._checked: dict[tuple[str, int], float] = {}
+
+    def allows(self, address: str) -> bool:
+        if self.allow_private:
+            return True
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if any(ip.version == n.version and ip in n for n in self._trusted):
+            return True
+        return is_public_address(address)
+
+    def check_url(self, url: str) -> None:
+        """Raises `Rejected` unless every address of the URL's host is allowed."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        if self.allow_private:
+            return
+        now = time.monotonic()
+        if self._checked.get((host, port), 0.0) > now:
+            return
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as err:
+            raise Rejected("connection_error", f"cannot resolve {host!r}: {err}") from None
+        for info in infos:
+            address = info[4][0]
+            if not self.allows(address):
+                raise Rejected("private_address", f"{host} resolves to {address}")
+        self._checked[(host, port)] = now + ADDRESS_CHECK_TTL
+
+    def check_peer(self, sock: socket.socket, host: str) -> None:
+        if self.allow_private:
+            return
+        address = sock.getpeername()[0]
+        if not self.allows(address):
+            raise PrivateAddressError(f"{host} connected to {address}")
+
+
+def _guarded_pool_classes(policy: AddressPolicy) -> dict[str, type]:
+    """urllib3 pool classes whose connections check their peer address right after connecting."""
+
+    def checked(conn_cls: type) -> type:
+        class Checked(conn_cls):
+            def _new_conn(self) -> socket.socket:
+                sock = super()._new_conn()
+                try:
+                    policy.check_peer(sock, self.host)
+                except PrivateAddressError:
+                    sock.close()
+                    raise
+                return sock
+
+        return Checked
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = checked(HTTPConnectionPool.ConnectionCls)
+
+    class TlsPool(HTTPSConnectionPool):
+        ConnectionCls = checked(HTTPSConnectionPool.ConnectionCls)
+
+    return {"http": Pool, "https": TlsPool}
+
+
+class GuardedAdapter(HTTPAdapter):
+    """An `HTTPAdapter` whose connections refuse a peer address the policy does not allow."""
+
+    def __init__(self, policy: AddressPolicy, **kwargs: Any):
+        self._policy = policy  # before super().__init__, which builds the pool manager
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _guarded_pool_classes(self._policy)
+
+
+class BoundedRetry(Retry):
+    """`Retry` that gives up, instead of sleeping, when a server's Retry-After exceeds
+    `give_up_after` seconds (the download's deadline): the status is then the drop reason."""
+
+    give_up_after: float = math.inf
+
+    def new(self, **kwargs: Any) -> BoundedRetry:
+        retry = super().new(**kwargs)
+        retry.give_up_after = self.give_up_after
+        return retry
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, **kwargs):
+        if response is not None and self.respect_retry_after_header:
+            try:
+                wait = self.get_retry_after(response)
+            except urllib3.exceptions.InvalidHeader:
+                wait = None
+            if wait is not None and wait > self.give_up_after:
+                # With raise_on_status=False urllib3 returns the response as it is.
+                reason = ResponseError(f"Retry-After {wait:g}s exceeds {self.give_up_after:g}s")
+                raise MaxRetryError(_pool, url, reason)
+        return super().increment(method, url, response, error, _pool, **kwargs)
+
+
+def robots_opt_out(values: Sequence[str], token: str) -> bool:
+    """True when an `X-Robots-Tag` value says `noai` or `noimageai` to everyone or to `token`
+    (`X-Robots-Tag: noai`, `X-Robots-Tag: arabic-pairs: noimageai`), as img2dataset reads it."""
+    for value in values:
+        scope, sep, rest = value.partition(":")
+        if sep:
+            agent, directives = scope.strip().lower(), rest
+        else:
+            agent, directives = None, value
+        if agent not in (None, "*", token):
+            continue
+        if any(d.strip().lower() in OPT_OUT_DIRECTIVES for d in directives.split(",")):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def _target_size(size: tuple[int, int], resize: str, side: int) -> tuple[int, int]:
+    """The stored size of an image of `size` (before the crop, for center_crop)."""
+    w, h = size
+    if resize == "keep_ratio":
+        scale = min(1.0, side / max(w, h))
+    elif resize == "center_crop":
+        scale = side / min(w, h)
+    else:
+        return w, h
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def open_image(data: bytes, max_pixels: int, min_size: int) -> Image.Image:
+    """The image in `data`, opened (header only) and checked; raises `Rejected`."""
+    try:
+        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as err:
+        raise Rejected("too_large", str(err)) from None
+    except UnidentifiedImageError:
+        raise Rejected("not_an_image", f"{len(data)} bytes starting {data[:16]!r}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # a plugin that gave up late
+        raise Rejected("decode_error", f"{type(err).__name__}: {err}"[:200]) from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise Rejected("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
+    if min(w, h) < min_size:
+        raise Rejected("too_small", f"{w}x{h}, a side below {min_size}")
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """`img` as RGB: alpha composited on white, 16-bit grey scaled (not clipped) to 8 bits."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):
+        values = np.asarray(img)
+        if img.mode != "I" or values.max(initial=0) > 255:
+            values = np.clip(values, 0, 65535) >> 8  # a 16-bit range
+        return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        return img.convert("L").convert("RGB")
+    palette_alpha = img.mode == "P" and img.palette is not None and "A" in img.palette.mode
+    if (
+        palette_alpha
+        or "A" in img.getbands()
+        or "a" in img.getbands()
+        or "transparency" in img.info
+    ):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(img: Image.Image, resize: str, size: int, use_draft: bool = True) -> Image.Image:
+    """The first frame of an opened image, decoded, upright, RGB. A JPEG is decoded at the
+    smallest DCT scale (1/2, 1/4, 1/8) that is still at least the stored size on both sides."""
+    try:
+        if use_draft and resize != "no" and img.format in ("JPEG", "MPO"):
+            img.draft("RGB", _target_size(img.size, resize, size))
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as err:
+        # Truncated data is an error here (LOAD_TRUNCATED_IMAGES stays off): half an image
+        # would be kept, hashed and deduplicated as if whole.
+        raise Rejected("decode_error", f"{type(err).__name__}: {err}"[:200]) from None
+    # An unreadable EXIF block leaves the pixels as they are stored.
+    with contextlib.suppress(OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        ImageOps.exif_transpose(img, in_place=True)
+    try:
+        return to_rgb(img)
+    except (OSError, ValueError) as err:  # a mode Pillow cannot convert (LAB without a profile)
+        raise Rejected("decode_error", f"{type(err).__name__}: {err}"[:200]) from None
+
+
+def resize_image(img: Image.Image, resize: str, size: int) -> Image.Image:
+    """`img` resized for storage: `no`; `keep_ratio` (longest side `size`, never upscaled);
+    `center_crop` (the centred square, scaled to `size` x `size`, up if need be)."""
+    w, h = img.size
+    if resize == "keep_ratio":
+        target = _target_size((w, h), resize, size)
+        if target == (w, h):
+            return img
+        return img.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    if resize == "center_crop":
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        box = (left, top, left + side, top + side)
+        if side == size:
+            return img.crop(box)
+        return img.resize(
+            (size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP
+        )
+    return img
+
+
+def encode_image(img: Image.Image, fmt: str, quality: int) -> bytes:
+    pillow_format, _, _ = ENCODINGS[fmt]
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, pillow_format)
+    else:
+        img.save(buf, pillow_format, quality=quality)
+    return buf.getvalue()
+
+
+def store_image(data: bytes, config: ImagesConfig, use_draft: bool = True) -> StoredImage:
+    """Verify, decode, resize, encode and hash the image in `data`; raises `Rejected`."""
+    img = open_image(data, config.max_pixels, config.min_size)
+    with img:
+        rgb = decode_image(img, config.resize, config.size, use_draft)
+    stored = resize_image(rgb, config.resize, config.size)
+    encoded = encode_image(stored, config.format, config.quality)
+    _, mime_type, extension = ENCODINGS[config.format]
+    return StoredImage(
+        data=encoded,
+        width=stored.width,
+        height=stored.height,
+        phash=str(imagehash.phash(stored)),
+        sha256=hashlib.sha256(encoded).hexdigest(),
+        mime_type=mime_type,
+        extension=extension,
+    )
+
+
+# ---------------------------------------------------------------------------- fetching
+
+
+class ImageFetcher:
+    """Gets (`load`: I/O) and verifies, hashes and stores (`store`: CPU) the image of a pair;
+    safe to share among threads. Neither step raises: a failure is the pair's `Drop`."""
+
+    def __init__(self, config: ImagesConfig, trusted_networks: Sequence[str] = ()):
+        self.config = config
+        self.policy = AddressPolicy(config.allow_private_hosts, trusted_networks)
+        self.user_agent = config.user_agent or DEFAULT_USER_AGENT
+        self._robots_token = re.match(r"[^/\s]*", self.user_agent).group(0).lower()
+        retry = BoundedRetry(
+            total=config.retries,
+            connect=config.retries,
+            read=False,  # a read timeout is raised as itself: it is a `timeout`, not retried
+            status=config.retries,
+            other=0,
+            redirect=False,  # redirects are followed in `download`, each hop checked
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET"}),
+            backoff_factor=BACKOFF_FACTOR,
+            backoff_max=BACKOFF_MAX,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        retry.give_up_after = config.deadline
+        self.session = requests.Session()
+        # No proxies or .netrc credentials from the environment: a proxy would hide the peer
+        # address from the check, and credentials must not go to arbitrary image hosts.
+        self.session.trust_env = False
+        self.session.headers.update({"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.8"})
+        adapter = GuardedAdapter(
+            self.policy,
+            pool_connections=max(10, config.per_host * 2),
+            pool_maxsize=config.concurrency,
+            max_retries=retry,
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def fetch(self, pair: Pair) -> Pair | Drop:
+        """`load` then `store`, in this thread."""
+        data = self.load(pair)
+        return data if isinstance(data, Drop) else self.store(pair, data)
+
+    def load(self, pair: Pair) -> bytes | Drop:
+        """The bytes of a pair's image (I/O only), or its `Drop`; never raises."""
+        try:
+            if pair.image_path:
+                return self.read_file(pair.image_path)
+            if pair.image_url:
+                return self.download(pair.image_url)
+            return drop(pair, "no_image")
+        except Rejected as rejected:
+            return drop(pair, rejected.reason, rejected.detail)
+        except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
+            return failed(pair, STAGE, err)
+
+    def store(self, pair: Pair, data: bytes) -> Pair | Drop:
+        """The pair with its image verified, hashed and stored (CPU only), or its `Drop`; never
+        raises."""
+        try:
+            stored = store_image(data, self.config)
+        except Rejected as rejected:
+            return drop(pair, rejected.reason, rejected.detail)
+        except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
+            return failed(pair, STAGE, err)
+        return pair._replace(
+            image_bytes=stored.data,
+            image_path=f"{pair.id}.{stored.extension}",
+            phash=stored.phash,
+            sha256=stored.sha256,
+            width=stored.width,
+            height=stored.height,
+            mime_type=stored.mime_type,
+        )
+
+    def read_file(self, path: str) -> bytes:
+        limit = self.config.max_bytes
+        try:
+            # UNCOMPRESSED: a file named `.gz` must not be inflated behind the byte cap's back.
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                data = f.read(limit + 1)
+        except FileNotFoundError:
+            raise Rejected("missing_file", path) from None
+        except Exception as err:  # noqa: BLE001 - each filesystem raises its own kinds
+            if not FileSystems.exists(path):
+                raise Rejected("missing_file", path) from None
+            raise Rejected("read_error", f"{path}: {type(err).__name__}: {err}"[:300]) from None
+        if len(data) > limit:
+            raise Rejected("too_large", f"{path} is over {limit} bytes")
+        return data
+
+    def request_url(self, image_url: str) -> str:
+        """The URL actually requested for an `image_url`: normalised, then `url_map` applied."""
+        return normalize_url(map_url(normalize_url(image_url), self.config.url_map))
+
+    def host_of(self, pair: Pair) -> str | None:
+        """The host a pair's first request goes to (None for a local file, '' for a bad URL):
+        the key of the per-host bound."""
+        if pair.image_path or not pair.image_url:
+            return None
+        try:
+            return urlsplit(self.request_url(pair.image_url)).hostname or ""
+        except Rejected:
+            return ""
+
+    def download(self, image_url: str) -> bytes:
+        """The body for `image_url`, redirects followed, every hop checked; raises `Rejected`."""
+        deadline = time.monotonic() + self.config.deadline
+        url = self.request_url(image_url)
+        for _ in range(MAX_REDIRECTS + 1):
+            self.policy.check_url(url)
+            response = self._get(url, deadline)
+            with response:
+                if response.is_redirect:
+                    url = normalize_url(urljoin(url, response.headers["Location"]))
+                    continue
+                if not 200 <= response.status_code < 300:
+                    raise Rejected(f"http_{response.status_code}", url)
+                self._check_headers(response)
+                return self._read_body(response, deadline)
+        raise Rejected("too_many_redirects", f"more than {MAX_REDIRECTS}, last {url}")
+
+    def _get(self, url: str, deadline: float) -> requests.Response:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Rejected("timeout", f"deadline of {self.config.deadline:g}s passed")
+        timeout = (
+            min(self.config.connect_timeout, remaining),
+            min(self.config.read_timeout, remaining),
+        )
+        try:
+            return self.session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+        except PrivateAddressError as err:
+            raise Rejected("private_address", str(err)) from None
+        except requests.exceptions.Timeout as err:
+            raise Rejected("timeout", f"{type(err).__name__}: {url}") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as err:
+            raise Rejected("bad_url", str(err)[:200]) from None
+        except requests.exceptions.RequestException as err:
+            raise Rejected("connection_error", f"{type(err).__name__}: {err}"[:200]) from None
+
+    def _check_headers(self, response: requests.Response) -> None:
+        if self.config.respect_noai:
+            tags = response.raw.headers.getlist("X-Robots-Tag")
+            if tags and robots_opt_out(tags, self._robots_token):
+                raise Rejected("opted_out", f"X-Robots-Tag: {', '.join(tags)}"[:200])
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.config.max_bytes:
+            raise Rejected("too_large", f"Content-Length {length} over {self.config.max_bytes}")
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+        """The body, read in pieces as they arrive. The deadline is checked after every piece,
+        so a trickling server is cut off at most one read timeout after it (each socket read
+        waits at most `read_timeout`); the byte cap is checked as the body grows."""
+        limit = self.config.max_bytes
+        chunks, total = [], 0
+        while True:
+            if time.monotonic() > deadline:
+                raise Rejected("timeout", f"deadline of {self.config.deadline:g}s, {total} bytes")
+            try:
+                chunk = response.raw.read1(CHUNK_BYTES)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise Rejected("timeout", f"read timeout after {total} bytes") from None
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                detail = f"{type(err).__name__} after {total} bytes: {err}"[:200]
+                raise Rejected("connection_error", detail) from None
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > limit:
+                raise Rejected("too_large", f"body over {limit} bytes")
+            chunks.append(chunk)
+
+
+class FetchScheduler:
+    """Loads images on one thread pool and stores them on another, keeping at most
+    `concurrency` loads in flight, at most `per_host` of them for one host, and at most
+    `max_buffered` pairs held in all (waiting, loading, loaded, storing).
+
+    The two pools keep downloads flowing while images decode: a download thread is free as soon
+    as its bytes are in, whatever the CPU is doing. Pairs wait in one queue per host and start
+    round-robin across hosts, so a slow or rate-limited host holds back only its own pairs.
+    Used from one thread (the DoFn's).
+    """
+
+    def __init__(
+        self,
+        fetcher: ImageFetcher,
+        load_pool: concurrent.futures.Executor,
+        store_pool: concurrent.futures.Executor,
+        concurrency: int,
+        per_host: int,
+        max_buffered: int,
+    ):
+        self._fetcher = fetcher
+        self._load_pool = load_pool
+        self._store_pool = store_pool
+        self._concurrency = concurrency
+        self._per_host = per_host
+        self._max_buffered = max_buffered
+        self._waiting: collections.OrderedDict[str | None, collections.deque] = (
+            collections.OrderedDict()
+        )
+        self._loading: dict[concurrent.futures.Future, tuple[str | None, Pair, Any]] = {}
+        self._storing: dict[concurrent.futures.Future, tuple[Any, int]] = {}
+        self._host_loading: collections.Counter = collections.Counter()
+        self._buffered = 0
+
+    @property
+    def full(self) -> bool:
+        return self._buffered >= self._max_buffered
+
+    def __len__(self) -> int:
+        return self._buffered
+
+    def submit(self, pair: Pair, tag: Any = None) -> None:
+        host = self._fetcher.host_of(pair)  # None: not bound per host (local files)
+        self._waiting.setdefault(host, collections.deque()).append((pair, tag))
+        self._buffered += 1
+        self._start()
+
+    def ready(self, block: bool = False) -> list[tuple[Any, Pair | Drop, int]]:
+        """Finished pairs as (tag, result, bytes read); with `block`, waits until some step
+        finishes (which may be a load, so the list can still be empty)."""
+        pending = [*self._loading, *self._storing]
+        if not pending:
+            return []
+        done, _ = concurrent.futures.wait(
+            pending,
+            timeout=None if block else 0,
+            return_when=concurrent.futures.FIRST_COMPLETED,
+        )
+        finished = []
+        for future in done:
+            if future in self._loading:
+                host, pair, tag = self._loading.pop(future)
+                if host is not None:
+                    self._host_loading[host] -= 1
+                data = future.result()
+                if isinstance(data, Drop):
+                    self._buffered -= 1
+                    finished.append((tag, data, 0))
+                else:
+                    stored = self._store_pool.submit(self._fetcher.store, pair, data)
+                    self._storing[stored] = (tag, len(data))
+            else:
+                tag, nbytes = self._storing.pop(future)
+                self._buffered -= 1
+                finished.append((tag, future.result(), nbytes))
+        self._start()
+        return finished
+
+    def drain(self) -> Iterator[tuple[Any, Pair | Drop, int]]:
+        while self._buffered:
+            yield from self.ready(block=True)
+
+    def _start(self) -> None:
+        started = True
+        while started and len(self._loading) < self._concurrency:
+            started = False
+            for host in list(self._waiting):
+                if len(self._loading) >= self._concurrency:
+                    break
+                if host is not None and self._host_loading[host] >= self._per_host:
+                    continue
+                queue = self._waiting[host]
+                pair, tag = queue.popleft()
+                if not queue:
+                    del self._waiting[host]
+                else:  # round-robin: this host goes to the back
+                    self._waiting.move_to_end(host)
+                self._loading[self._load_pool.submit(self._fetcher.load, pair)] = (host, pair, tag)
+                if host is not None:
+                    self._host_loading[host] += 1
+                started = True
+
+
+def _set_pillow_bomb_guard(max_pixels: int) -> None:
+    # Pillow's own, process-wide guard raises DecompressionBombError above twice
+    # MAX_IMAGE_PIXELS and only warns between once and twice. It is raised to `max_pixels` when
+    # lower (never lowered: another stage in the process may allow more) so that it never
+    # rejects what the config allows; `open_image` rejects above `max_pixels` itself, so the
+    # warning band says nothing new.
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class _FetchImagesFn(beam.DoFn):
+    """Fetches the pairs of a bundle concurrently: `process` hands each pair to the scheduler and
+    emits whatever has finished; `finish_bundle` waits for the rest. Each pair leaves in the
+    window and with the timestamp it came in with. At most 2 x `concurrency` pairs are held, so
+    a bundle's memory is bounded by that many images (`max_bytes` each at worst)."""
+
+    def __init__(self, config: ImagesConfig, trusted_networks: Sequence[str]):
+        self._config = config
+        self._trusted_networks = tuple(trusted_networks)
+        self._kept = Metrics.counter(STAGE, "kept")
+        self._dropped = Metrics.counter(STAGE, "dropped")
+        self._bytes = Metrics.counter(STAGE, "bytes_read")
+        self._stored_bytes = Metrics.counter(STAGE, "bytes_stored")
+
+    def setup(self):
+        _set_pillow_bomb_guard(self._config.max_pixels)
+        self._fetcher = ImageFetcher(self._config, self._trusted_networks)
+        self._load_pool = concurrent.futures.ThreadPoolExecutor(
+            self._config.concurrency, thread_name_prefix="images-load"
+        )
+        # Pillow, numpy and hashlib release the GIL, so threads use every core.
+        self._store_pool = concurrent.futures.ThreadPoolExecutor(
+            _cpu_count(), thread_name_prefix="images-store"
+        )
+
+    def start_bundle(self):
+        c = self._config
+        self._scheduler = FetchScheduler(
+            self._fetcher,
+            self._load_pool,
+            self._store_pool,
+            c.concurrency,
+            c.per_host,
+            2 * c.concurrency,
+        )
+
+    def process(self, pair, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        self._scheduler.submit(pair, (timestamp, window))
+        yield from self._emit(self._scheduler.ready())
+        while self._scheduler.full:
+            yield from self._emit(self._scheduler.ready(block=True))
+
+    def finish_bundle(self):
+        yield from self._emit(self._scheduler.drain())
+
+    def teardown(self):
+        for pool in (getattr(self, "_load_pool", None), getattr(self, "_store_pool", None)):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        if getattr(self, "_fetcher", None) is not None:
+            self._fetcher.close()
+
+    def _emit(self, finished):
+        for (timestamp, window), result, nbytes in finished:
+            self._bytes.inc(nbytes)
+            if isinstance(result, Drop):
+                self._dropped.inc()
+                Metrics.counter(STAGE, f"dropped_{result.reason}").inc()
+                yield beam.pvalue.TaggedOutput(DROPPED, WindowedValue(result, timestamp, (window,)))
+            else:
+                self._kept.inc()
+                self._stored_bytes.inc(len(result.image_bytes))
+                yield WindowedValue(result, timestamp, (window,))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class FetchImages(beam.PTransform):
+    """Gets, verifies, hashes and stores the image of every pair. Returns `(pairs, dropped)`.
+
+    With `config.fetch` False the pairs pass through untouched (URL-only rows) and nothing is
+    dropped. `trusted_networks` is for tests only (see `AddressPolicy`).
+    """
+
+    def __init__(self, config: ImagesConfig, *, trusted_networks: Sequence[str] = ()):
+        super().__init__()
+        self._config = config
+        self._trusted_networks = tuple(trusted_networks)
+
+    def expand(self, pairs):
+        if not self._config.fetch:
+            none = pairs.pipeline | "NoDrops" >> beam.Create([]).with_output_types(Drop)
+            return pairs, none
+        fetched = (
+            pairs
+            # Readers emit a shard's pairs from one worker; spread the slow fetches out.
+            | "Spread" >> beam.Reshuffle()
+            | "Fetch"
+            >> beam.ParDo(_FetchImagesFn(self._config, self._trusted_networks)).with_outputs(
+                DROPPED, main="kept"
+            )
+        )
+        return fetched.kept, fetched[DROPPED]
