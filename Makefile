@@ -25,8 +25,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The benchmarks compare against Hugging Face on torch: the `bench` extra (large) is installed here.
+# img2dataset, the images baseline, lives in a venv of its own (.bench/i2d), never in ours.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	test -x .bench/i2d/bin/python || ($(PYTHON) -m venv .bench/i2d && \
+		.bench/i2d/bin/python -m pip install --quiet img2dataset==1.47.0)
 	@set -e; for script in benchmarks/*.py; do \
 		echo "== $$script"; $(BIN)/python $$script $(BENCH_ARGS); done
 

@@ -24,7 +24,7 @@ decode them to the stored size (decode + resize: what `draft()` shortens; `draft
 the whole store step, with and without `draft()`, and the Hamming distance between the stored
 image's pHash and the pHash of the full-size decode.
 
-    /tmp/i2d/bin/python -m pip install img2dataset   # once: python3 -m venv /tmp/i2d first
+    make bench    # creates .bench/i2d (a venv with img2dataset 1.47.0) on first use
     python benchmarks/images.py                      # 3000 images, 5 rounds, ~7 minutes
     python benchmarks/images.py --quick              # 1000 images, 3 rounds, under 5 minutes
     python benchmarks/images.py --img2dataset-python /path/to/venv/bin/python
@@ -58,7 +58,8 @@ FULL_IMAGES, QUICK_IMAGES = 3000, 1000
 FULL_ROUNDS, QUICK_ROUNDS = 5, 3
 PROCESSES, THREADS, SIZE, QUALITY = 2, 32, 256, 95
 DELAYS = (0.0, 0.2)
-DEFAULT_I2D = Path("/tmp/i2d/bin/python")
+# The venv `make bench` creates: img2dataset is only a baseline here, never a dependency.
+DEFAULT_I2D = Path(__file__).resolve().parent.parent / ".bench" / "i2d" / "bin" / "python"
 SHAPES = ((4, 3), (3, 4), (16, 9), (1, 1), (3, 2))
 HTML = b"<!doctype html><title>Moved</title><p>This image has moved.</p>" * 20
 
