@@ -173,7 +173,12 @@ class ImagesConfig:
 
 @dataclass(frozen=True)
 class DedupeConfig:
-    max_hamming: int = 4
+    """Exact and near-duplicate images across all sources, and placeholder images."""
+
+    max_hamming: int = 4  # pHash distance at or below which two images are the same
+    # An image group reached from this many distinct URLs with differing captions is a
+    # placeholder ("photo unavailable"): all its pairs are dropped as `placeholder_image`.
+    placeholder_min_urls: int = 5
 
 
 @dataclass(frozen=True)
@@ -372,6 +377,7 @@ def _check_sections(m: Manifest) -> None:
     _check(f.min_words >= 0, "filters.min_words", "must be >= 0")
     _check(f.max_words >= max(1, f.min_words), "filters.max_words", "must be >= min_words")
     _check(0 <= m.dedupe.max_hamming <= 64, "dedupe.max_hamming", "must be in [0, 64]")
+    _check(m.dedupe.placeholder_min_urls >= 2, "dedupe.placeholder_min_urls", "must be >= 2")
     _check(m.output.rows_per_shard > 0, "output.rows_per_shard", "must be positive")
 
 

@@ -327,12 +327,27 @@ def build_random_model(
     vocab: int = 62000,
     quantization: str = "int8",
     seed: int = 0,
+    english: Sequence[str] = ENGLISH,
+    arabic: Sequence[str] = ARABIC,
+    spm_vocab_size: int = 300,
+    spm_model_type: str = "unigram",
+    eos_bias: float = 2.0,
 ) -> str:
     """A random-weight model of the Helsinki-NLP/opus-mt-en-ar shape (OPUS-MT layout), for
-    benchmarks: `vocab` shared pieces (the trained ones, then synthetic ones), tied embeddings."""
+    benchmarks: `vocab` shared pieces (the trained ones, then synthetic ones), tied embeddings.
+
+    `source.spm` and `target.spm` are trained on `english` and `arabic` with at most
+    `spm_vocab_size` pieces each (`spm_model_type`: `unigram` or `bpe`): a benchmark passes its
+    own captions and a vocabulary big enough to hold their words, so that a caption has about
+    as many tokens as the real opus-mt-en-ar SentencePiece model gives it (a small vocabulary
+    splits words into letters; on a small corpus, `bpe` keeps whole words where `unigram` stops
+    short of the size). `eos_bias` is added to the `</s>` logit: the default makes some
+    translations end by themselves; a large negative one (-50) makes every translation run to
+    the decoding limit, so that two decoders given the same limits do the same work.
+    """
     rng = np.random.default_rng(seed)
-    source_model = train_sentencepiece(ENGLISH, 300)
-    target_model = train_sentencepiece(ARABIC, 300)
+    source_model = train_sentencepiece(english, spm_vocab_size, model_type=spm_model_type)
+    target_model = train_sentencepiece(arabic, spm_vocab_size, model_type=spm_model_type)
     pieces = list(dict.fromkeys([*spm_pieces(source_model), *spm_pieces(target_model)]))
     if len(pieces) > vocab:
         raise ValueError(f"vocab must be at least {len(pieces)}, got {vocab}")
@@ -347,6 +362,7 @@ def build_random_model(
         ffn=ffn,
         shared_embeddings=True,
         eos_id=pieces.index("</s>"),
+        eos_bias=eos_bias,
     )
     spec.register_source_vocabulary(pieces)
     spec.register_target_vocabulary(pieces)
