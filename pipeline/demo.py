@@ -2,7 +2,10 @@
 
 The image hosts of the samples (upload.wikimedia.org, the CC hosts, images.cocodataset.org) are
 stood in for by a local HTTP server on 127.0.0.1 that draws a deterministic picture for every
-path (a path under `/dead/` answers 404, as many CC links do). The manifest's `images.url_map`
+path, with what real hosts do planted in: a path under `/dead/` answers 404, as many CC links
+do; one under `/unavailable/` answers the same "photo unavailable" placeholder; and `ALIASES`
+serve one Commons picture again, re-encoded and resized, under a CC URL whose caption translates
+to the WIT caption of that picture (a cross-source duplicate). The manifest's `images.url_map`
 sends the fetches there; the rows keep their real URLs. The translator is a tiny CTranslate2
 model built offline on first use; the shipped translation memory covers all but three captions,
 which go through the tiny model and are dropped by the translation quality filters.
@@ -30,9 +33,35 @@ DEMO_MANIFEST = REPO / "manifests" / "demo.yaml"
 # The hosts of the demo samples, each served under its own prefix by the local server.
 HOSTS = {
     "https://upload.wikimedia.org/": "wikimedia/",
-    "http://images.example/": "cc/",
+    "http://images.example/": "",  # its paths already start with /cc/
     "http://images.cocodataset.org/": "coco/",
 }
+# Server paths that serve another path's picture, re-encoded (a repost of the same photo).
+ALIASES = {
+    "/cc/4.jpg": "/wikimedia/wikipedia/commons/a/ae/Old_town_of_Fez_at_night.jpg",
+}
+
+
+def reencode(data: bytes, scale: float = 0.8, quality: int = 70) -> bytes:
+    """The same picture as a repost would have it: smaller and recompressed."""
+    image = Image.open(io.BytesIO(data))
+    image = image.resize((round(image.width * scale), round(image.height * scale)))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def draw_placeholder() -> bytes:
+    """A host's "this photo is no longer available" picture: the same bytes for every URL."""
+    image = Image.new("RGB", (400, 300), (236, 236, 236))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([150, 90, 250, 170], outline=(160, 160, 160), width=6)
+    draw.ellipse([185, 110, 215, 140], fill=(160, 160, 160))
+    for y in (200, 222):
+        draw.rectangle([110, y, 290, y + 10], fill=(190, 190, 190))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def draw_picture(key: str) -> bytes:
@@ -66,7 +95,12 @@ class _Handler(BaseHTTPRequestHandler):
         if "/dead/" in self.path:
             self.send_error(404)
             return
-        body = draw_picture(self.path)
+        if "/unavailable/" in self.path:
+            body = draw_placeholder()
+        elif self.path in ALIASES:
+            body = reencode(draw_picture(ALIASES[self.path]))
+        else:
+            body = draw_picture(self.path)
         self.send_response(200)
         self.send_header("Content-Type", "image/jpeg")
         self.send_header("Content-Length", str(len(body)))
