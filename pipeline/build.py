@@ -1,8 +1,8 @@
 """Wires the stages of a manifest into one Beam graph.
 
 read each source → translate English captions → clean captions → language ID → fetch, verify,
-hash and store images → write shards, card and stats. Every stage returns `(kept, dropped)`;
-all `dropped` outputs meet in `ComputeStats`.
+hash and store images → drop duplicates and placeholders → write shards, card and stats. Every
+stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import apache_beam as beam
 
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
+from pipeline.dedupe import DropDuplicates
 from pipeline.images import FetchImages
 from pipeline.manifest import (
     CocoSource,
@@ -83,6 +84,11 @@ def build_pipeline(
 
     # Only pairs whose text passed are downloaded.
     pairs, image_drops = pairs | "FetchImages" >> FetchImages(manifest.images)
+    pairs, duplicate_drops = pairs | "DropDuplicates" >> DropDuplicates(
+        manifest.dedupe.max_hamming,
+        [s.name for s in manifest.sources],
+        manifest.dedupe.placeholder_min_urls,
+    )
 
     dropped = (
         source_drops,
@@ -90,6 +96,7 @@ def build_pipeline(
         clean_drops,
         langid_drops,
         image_drops,
+        duplicate_drops,
     ) | "AllDrops" >> beam.Flatten()
     stats = (emitted, source_drops, pairs, dropped) | "ComputeStats" >> ComputeStats(
         [s.name for s in manifest.sources]

@@ -506,9 +506,10 @@ class ImageFetcher:
             return drop(pair, rejected.reason, rejected.detail)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
             return failed(pair, STAGE, err)
+        # `image_path` keeps the source location (dedupe counts locations); the output's
+        # `image.path` is a file name made by the writer.
         return pair._replace(
             image_bytes=stored.data,
-            image_path=f"{pair.id}.{stored.extension}",
             phash=stored.phash,
             sha256=stored.sha256,
             width=stored.width,

@@ -152,10 +152,20 @@ COLUMN_DOCS = {
 }
 
 
+# The file extension of each stored encoding, for the `image.path` of a row.
+EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+
+
 def to_row(pair: Pair) -> dict:
-    """A pair as one row of `SCHEMA`."""
+    """A pair as one row of `SCHEMA`.
+
+    Only fetched images fill `image`, with `<id>.<ext>` as its path: a row never carries a local
+    path of the machine it was built on.
+    """
     row = {name: getattr(pair, name, None) for name in SCHEMA.names if name != "image"}
-    # Only fetched images: a URL-only row must not carry a local path of the machine it ran on.
-    has_image = pair.image_bytes is not None
-    row["image"] = {"bytes": pair.image_bytes, "path": pair.image_path} if has_image else None
+    if pair.image_bytes is None:
+        row["image"] = None
+    else:
+        extension = EXTENSIONS.get(pair.mime_type or "", "img")
+        row["image"] = {"bytes": pair.image_bytes, "path": f"{pair.id}.{extension}"}
     return row

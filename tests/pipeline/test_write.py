@@ -26,12 +26,14 @@ def test_shard_assignment_is_deterministic_and_spreads():
 
 
 def test_rows_round_trip_with_the_image_struct_and_hf_metadata():
-    with_image = Pair("a", "wit", "wit", "k", "قطة", GENUINE, image_bytes=b"\x89PNG", width=3)
+    with_image = Pair(
+        "a", "wit", "wit", "k", "قطة", GENUINE, image_bytes=b"\x89PNG", width=3, mime_type="image/png"
+    )
     without = Pair("b", "wit", "wit", "k2", "كلب", GENUINE)
     data = table_bytes([to_row(with_image), to_row(without)], arrow_schema())
     table = pq.read_table(io.BytesIO(data))
     rows = table.to_pylist()
-    assert rows[0]["image"] == {"bytes": b"\x89PNG", "path": None}
+    assert rows[0]["image"] == {"bytes": b"\x89PNG", "path": "a.png"}
     assert rows[0]["width"] == 3
     assert rows[1]["image"] is None
     assert b'"image": {"_type": "Image"}' in table.schema.metadata[b"huggingface"]
