@@ -18,10 +18,12 @@ Semantics (issue #5):
 
 How: the stage shuffles only a small `DedupeKey` per pair (id, priority, pHash, digests of the
 sha256, caption and location; about 100 bytes) into one worker, where `decide` computes the image
-groups and every verdict. 2.1M pairs are about 150 MB there; the component computation needs all
-hashes in one place anyway. The verdicts of the losers come back to the pairs as a dict side input
-keyed by a random token that the keying step gave each pair, so the pairs themselves (image bytes
-included) never go through a grouping. The token, not the id, names a pair because ids repeat: the
+groups and every verdict: the component computation needs all hashes in one place anyway. 2.1M
+keys are 250 MB of numpy columns there (a bundle's keys become columns as they arrive), and the
+search peaks at about 600 MB more; `decide` takes 16-35 s on 2 cores (benchmarks/dedupe.py).
+The verdicts of the losers come back to the pairs as a dict side input keyed by a random token
+that the keying step gave each pair, so the pairs themselves (image bytes included) never go
+through a grouping. The token, not the id, names a pair because ids repeat: the
 same record read twice (an overlapping glob, `wit` and `wit#2` over one shard) has one id.
 
 Near duplicates are found by multi-index hashing (`near_pairs`, `hash_groups`: pure numpy, usable
@@ -415,27 +417,45 @@ def near_pairs(
 
 
 class _Forest:
-    """Union-find over 0..n-1 in numpy: `parent` always points at a root after `union`."""
+    """Union-find over 0..n-1 in numpy. Parents always point at smaller nodes, so a root is the
+    smallest node of its tree; `labels` compresses every path and returns the roots."""
 
     def __init__(self, n: int):
         self.parent = np.arange(n, dtype=np.int64)
 
-    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+    def roots(self, nodes: np.ndarray) -> np.ndarray:
+        """The root of each node; the nodes are pointed straight at it."""
         parent = self.parent
+        up = parent[nodes]
+        while True:
+            higher = parent[up]
+            if np.array_equal(higher, up):
+                break
+            up = higher
+        parent[nodes] = up
+        return up
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Joins the trees of a[i] and b[i] for every i. Work is proportional to the edges (and
+        the depth of their trees), never to n."""
         while a.size:
-            ra, rb = parent[a], parent[b]
+            ra, rb = self.roots(a), self.roots(b)
             apart = ra != rb
             if not apart.any():
                 return
             a, b, ra, rb = a[apart], b[apart], ra[apart], rb[apart]
-            # Every root met by an edge is hooked under the smallest root it meets; then every
-            # node jumps to its root, so the next round works on roots again.
-            np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
-            while True:
-                grand = parent[parent]
-                if np.array_equal(grand, parent):
-                    break
-                parent[:] = grand
+            # Each root met is hooked under the smallest root it meets; chains that this makes
+            # are followed by `roots` in the next round.
+            np.minimum.at(self.parent, np.maximum(ra, rb), np.minimum(ra, rb))
+
+    def labels(self) -> np.ndarray:
+        """The root of every node."""
+        parent = self.parent
+        while True:
+            higher = parent[parent]
+            if np.array_equal(higher, parent):
+                return parent
+            parent[:] = higher
 
 
 def hash_groups(
@@ -453,11 +473,11 @@ def hash_groups(
     hashes = _check_hashes(hashes, max_hamming)
     distinct, inverse = np.unique(hashes, return_inverse=True)
     forest = _Forest(len(distinct))
-    connect(forest, distinct, max_hamming, plan=plan, block=block, workers=workers)
-    return forest.parent[inverse]
+    _connect(forest, distinct, max_hamming, plan=plan, block=block, workers=workers)
+    return forest.labels()[inverse]
 
 
-def connect(
+def _connect(
     forest: _Forest,
     distinct: np.ndarray,
     max_hamming: int,
@@ -488,15 +508,16 @@ def _spanning_edges(task: Task, block: int) -> tuple[np.ndarray, np.ndarray]:
     but never more than n edges are kept."""
     held_a: list[np.ndarray] = []
     held_b: list[np.ndarray] = []
-    size = 0
+    size, limit = 0, block
     for a, b in task():
         if a.size:
             held_a.append(a)
             held_b.append(b)
             size += a.size
-        if size > block:
+        if size > limit:
             a, b = _reduce(np.concatenate(held_a), np.concatenate(held_b))
             held_a, held_b, size = [a], [b], a.size
+            limit = max(block, 2 * size)  # a forest near `limit` is not reduced over and over
     if not held_a:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return _reduce(np.concatenate(held_a), np.concatenate(held_b))
@@ -507,8 +528,9 @@ def _reduce(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nodes, local = np.unique(np.concatenate([a, b]), return_inverse=True)
     forest = _Forest(len(nodes))
     forest.union(local[: len(a)], local[len(a) :])
-    moved = forest.parent != np.arange(len(nodes))
-    return nodes[moved], nodes[forest.parent[moved]]
+    roots = forest.labels()
+    moved = roots != np.arange(len(nodes))
+    return nodes[moved], nodes[roots[moved]]
 
 
 def _cpu_count() -> int:
@@ -677,13 +699,13 @@ def image_groups(
     sha_codes[cols.has_sha256] = shas + len(distinct)
     nodes = len(distinct) + int(shas.max(initial=-1)) + 1
     forest = _Forest(nodes)
-    connect(forest, distinct, max_hamming, plan=plan, block=block, workers=workers)
+    _connect(forest, distinct, max_hamming, plan=plan, block=block, workers=workers)
     both = cols.has_phash & cols.has_sha256
     forest.union(phash_codes[both], sha_codes[both])
     node = np.where(cols.has_phash, phash_codes, sha_codes)
     if not nodes:
         return node
-    return np.where(node >= 0, forest.parent[np.maximum(node, 0)], -1)
+    return np.where(node >= 0, forest.labels()[np.maximum(node, 0)], -1)
 
 
 def decide(
@@ -756,11 +778,10 @@ def decide(
 
 
 def _distinct_per_group(groups: np.ndarray, codes: np.ndarray, size: int) -> np.ndarray:
-    """For each group label below `size`: how many distinct codes its members have."""
-    if not groups.size:
-        return np.zeros(size, dtype=np.int64)
-    distinct = np.unique(np.stack([groups, codes], axis=1), axis=0)
-    return np.bincount(distinct[:, 0], minlength=size)
+    """For each group label below `size`: how many distinct codes (< 2**31) its members have."""
+    keys = np.sort(groups.astype(np.int64) << 31 | codes)  # sorting beats np.unique's hashing
+    distinct = keys[np.r_[True, keys[1:] != keys[:-1]]] if keys.size else keys
+    return np.bincount(distinct >> 31, minlength=size)
 
 
 # ---------------------------------------------------------------------------- the Beam stage
@@ -861,8 +882,10 @@ class DropDuplicates(beam.PTransform):
     `dedupe.placeholder_min_urls`, default 5).
 
     Only `DedupeKey`s are gathered (into one worker, see the module docstring); the losers'
-    verdicts reach the pairs as a dict side input (about 100 bytes a loser: 60 MB for 600,000
-    losers, loaded once per worker; Dataflow serves a large `AsDict` by key lookups instead).
+    verdicts reach the pairs as a dict side input keyed by token, about 200 bytes a loser in
+    memory: 120 MB for 600,000 losers, built once per worker (Dataflow serves a large `AsDict` by
+    key lookups instead). The alternative, a CoGroupByKey on the pairs, would move every image's
+    bytes through a shuffle.
     """
 
     def __init__(

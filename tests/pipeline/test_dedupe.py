@@ -239,6 +239,10 @@ def test_chains_form_one_group():
     assert (a ^ c).bit_count() > 4
     groups = hash_groups([a, c, b, d], 4)
     assert groups[0] == groups[1] == groups[2] != groups[3]
+    # As pairs: C is a duplicate of A through B, though 8 bits from it; D stays.
+    named = {"c": c, "a": a, "b": b, "d": d}
+    pairs = [make_pair(name, "جسر", hexes(h)[0]) for name, h in named.items()]
+    assert verdicts(pairs) == {"b": (DUPLICATE, "a"), "c": (DUPLICATE, "a")}
 
 
 # ---------------------------------------------------------------------------- real images
