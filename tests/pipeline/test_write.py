@@ -27,7 +27,15 @@ def test_shard_assignment_is_deterministic_and_spreads():
 
 def test_rows_round_trip_with_the_image_struct_and_hf_metadata():
     with_image = Pair(
-        "a", "wit", "wit", "k", "قطة", GENUINE, image_bytes=b"\x89PNG", width=3, mime_type="image/png"
+        "a",
+        "wit",
+        "wit",
+        "k",
+        "قطة",
+        GENUINE,
+        image_bytes=b"\x89PNG",
+        width=3,
+        mime_type="image/png",
     )
     without = Pair("b", "wit", "wit", "k2", "كلب", GENUINE)
     data = table_bytes([to_row(with_image), to_row(without)], arrow_schema())

@@ -5,16 +5,16 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from pathlib import Path
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from records_of import DEMO, demo_memory, drops_of, pairs_of
 
 import pipeline.sources.coco as coco
 from pipeline.manifest import CocoSource
-from pipeline.records import Drop, Pair, pair_id
+from pipeline.records import Drop, pair_id
 from pipeline.sources.coco import ReadCoco, image_split, is_image_url, parse_coco
 
 SOURCE = CocoSource(paths=("unused",))
@@ -28,8 +28,6 @@ LICENSES = [
 ]  # fmt: skip
 FLICKR = "http://farm4.staticflickr.com/3153/2970773875_164f0c0b83_z.jpg"
 IMAGES_2017 = "http://images.cocodataset.org"
-
-DEMO = Path(__file__).resolve().parents[3] / "manifests" / "samples"
 
 
 def image_2017(image_id: int, split: str = "train2014", license_id: int = 5, **extra) -> dict:
@@ -86,26 +84,6 @@ TRAIN_IMAGES = [image_2017(57870), image_2017(384029, license_id=2, flickr_url=N
 def parse(doc, path: str = "captions_train2014.json", source: CocoSource = SOURCE, names=None):
     data = doc if isinstance(doc, bytes) else json.dumps(doc).encode("utf-8")
     return list(parse_coco(io.BytesIO(data), path, source, names))
-
-
-def pairs_of(records) -> list[Pair]:
-    return [r for r in records if isinstance(r, Pair)]
-
-
-def drops_of(records) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in records:
-        if isinstance(r, Drop):
-            counts[r.reason] = counts.get(r.reason, 0) + r.count
-    return counts
-
-
-def demo_memory() -> dict[str, str]:
-    """The demo's translation memory (`en<TAB>ar`, no quoting), English → Arabic."""
-    text = (DEMO / "memory/demo_memory.tsv").read_text("utf-8")
-    header, *rows = text.splitlines()
-    assert header == "en\tar"
-    return dict(row.split("\t") for row in rows)
 
 
 def test_2017_release_one_pair_per_caption_with_exact_fields():

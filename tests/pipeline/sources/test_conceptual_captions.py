@@ -5,45 +5,23 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from pathlib import Path
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from records_of import DEMO, demo_memory, drops_of, pairs_of
 
 import pipeline.sources.conceptual_captions as cc
 from pipeline.manifest import ConceptualCaptionsSource
-from pipeline.records import Drop, Pair, pair_id
+from pipeline.records import Drop, pair_id
 from pipeline.sources.conceptual_captions import ReadConceptualCaptions, parse_conceptual_captions
 
 SOURCE = ConceptualCaptionsSource(paths=("unused",))
 
-DEMO = Path(__file__).resolve().parents[3] / "manifests" / "samples"
-
 
 def parse(data: bytes, path: str = "cc.tsv") -> list:
     return list(parse_conceptual_captions(io.BytesIO(data), path, SOURCE))
-
-
-def pairs_of(records) -> list[Pair]:
-    return [r for r in records if isinstance(r, Pair)]
-
-
-def drops_of(records) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in records:
-        if isinstance(r, Drop):
-            counts[r.reason] = counts.get(r.reason, 0) + r.count
-    return counts
-
-
-def demo_memory() -> dict[str, str]:
-    """The demo's translation memory (`en<TAB>ar`, no quoting), English → Arabic."""
-    text = (DEMO / "memory/demo_memory.tsv").read_text("utf-8")
-    header, *rows = text.splitlines()
-    assert header == "en\tar"
-    return dict(row.split("\t") for row in rows)
 
 
 def test_real_validation_lines_are_all_kept_verbatim(shared_samples):

@@ -4,47 +4,25 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from records_of import DEMO, demo_memory, drops_of, pairs_of
 
 import pipeline.sources.flickr8k as flickr8k
 from pipeline.manifest import Flickr8kSource
-from pipeline.records import Drop, Pair, pair_id
+from pipeline.records import Drop, pair_id
 from pipeline.sources.files import list_folder
 from pipeline.sources.flickr8k import ReadFlickr8k, parse_flickr8k, split_key
 
 ODD_GROUP = "2258277193_586949ec62.jpg.1"
 
-DEMO = Path(__file__).resolve().parents[3] / "manifests" / "samples"
-
 
 def parse(data: bytes, images: str, names, path: str = "Flickr8k.token.txt") -> list:
     source = Flickr8kSource(captions=path, images=images)
     return list(parse_flickr8k(io.BytesIO(data), path, source, frozenset(names)))
-
-
-def pairs_of(records) -> list[Pair]:
-    return [r for r in records if isinstance(r, Pair)]
-
-
-def drops_of(records) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in records:
-        if isinstance(r, Drop):
-            counts[r.reason] = counts.get(r.reason, 0) + r.count
-    return counts
-
-
-def demo_memory() -> dict[str, str]:
-    """The demo's translation memory (`en<TAB>ar`, no quoting), English → Arabic."""
-    text = (DEMO / "memory/demo_memory.tsv").read_text("utf-8")
-    header, *rows = text.splitlines()
-    assert header == "en\tar"
-    return dict(row.split("\t") for row in rows)
 
 
 def test_the_real_token_file_against_a_folder_of_its_8091_images(shared_samples, tmp_path):

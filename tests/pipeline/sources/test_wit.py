@@ -8,10 +8,11 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from records_of import drops_of, pairs_of
 from wit_files import WIT_COLUMNS, wit_bytes, wit_row, write_wit
 
 from pipeline.manifest import WitSource
-from pipeline.records import Drop, Pair, pair_id
+from pipeline.records import Drop, pair_id
 from pipeline.sources.wit import (
     ReadWit,
     attribution_caption,
@@ -26,18 +27,6 @@ SOURCE = WitSource(paths=("unused",))
 
 def parse(data: bytes, source: WitSource = SOURCE, path: str = "shard.tsv") -> list:
     return list(parse_wit(io.BytesIO(data), path, source))
-
-
-def pairs_of(records) -> list[Pair]:
-    return [r for r in records if isinstance(r, Pair)]
-
-
-def drops_of(records) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in records:
-        if isinstance(r, Drop):
-            counts[r.reason] = counts.get(r.reason, 0) + r.count
-    return counts
 
 
 def test_real_dummy_shard_reads_every_row(shared_samples):
