@@ -115,10 +115,17 @@ class TranslationConfig:
     device: str = "auto"  # auto | cpu | cuda: auto picks CUDA when CTranslate2 sees a GPU
     compute_type: str | None = None  # None: int8 on CPU, int8_float16 on CUDA
     beam_size: int = 4
-    max_batch_size: int = 2048
-    batch_type: str = "tokens"  # tokens | examples
-    inter_threads: int = 1  # batches translated in parallel
-    intra_threads: int = 0  # threads per batch (0: CTranslate2's default)
+    # Sub-batches of one `translate_batch` call, and what their size counts (tokens | examples).
+    # None: 32 examples on CPU (sub-batches to keep `inter_threads` workers busy), 4096 tokens
+    # on CUDA (big batches fill a GPU).
+    max_batch_size: int | None = None
+    batch_type: str | None = None
+    # Batches translated in parallel, and threads per batch. None: on CPU, one single-threaded
+    # worker per core (`benchmarks/translate.py`: greedy twice as fast as one 2-thread worker on
+    # 2 cores); on CUDA, one worker with CTranslate2's default threads. With several SDK
+    # processes per machine (Dataflow), set inter_threads so that processes x threads <= cores.
+    inter_threads: int | None = None
+    intra_threads: int | None = None
     max_input_length: int = 256  # source tokens; longer captions are truncated and counted
     max_decoding_ratio: float = 1.5  # decoding stops near this multiple of the source length
     source_prefix: str | None = None  # NLLB: a source language token such as `eng_Latn`
@@ -337,10 +344,15 @@ def _check_source(src: Source, where: str, base: str) -> Source:
 def _check_sections(m: Manifest) -> None:
     t = m.translation
     _check(t.device in ("auto", "cpu", "cuda"), "translation.device", "one of auto, cpu, cuda")
-    _check(t.batch_type in ("tokens", "examples"), "translation.batch_type", "tokens or examples")
+    _check(
+        t.batch_type in (None, "tokens", "examples"), "translation.batch_type", "tokens or examples"
+    )
     for key in ("beam_size", "max_batch_size", "max_input_length", "inter_threads"):
-        _check(getattr(t, key) > 0, f"translation.{key}", "must be positive")
-    _check(t.intra_threads >= 0, "translation.intra_threads", "must be >= 0")
+        value = getattr(t, key)
+        _check(value is None or value > 0, f"translation.{key}", "must be positive")
+    _check(
+        t.intra_threads is None or t.intra_threads >= 0, "translation.intra_threads", "must be >= 0"
+    )
     _check(t.max_decoding_ratio > 0, "translation.max_decoding_ratio", "must be positive")
     _check(
         0 <= t.min_length_ratio < t.max_length_ratio,

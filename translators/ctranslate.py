@@ -18,7 +18,11 @@ What the handler does to each Beam batch, and why:
   included) is cut and its `Translation.truncated` is True; CTranslate2's own silent truncation
   is switched off (`max_input_length=0`).
 - One `translate_batch` call per Beam batch: CTranslate2 sorts by length, splits into
-  `max_batch_size` sub-batches (tokens by default) and releases the GIL while it works.
+  `max_batch_size` sub-batches, runs them on its `inter_threads` workers in parallel, and
+  releases the GIL while it works. On CPU the defaults are one single-threaded worker per core
+  and sub-batches of 32 captions (`resolve_settings`): on 2 cores, greedy decoding runs about
+  twice as fast as one worker with 2 OpenMP threads, which spends most of a small batch's
+  steps synchronising its threads (`benchmarks/translate.py --sweep`).
 - Decoding stops at `int(max_decoding_ratio * source tokens) + 2` target tokens (plus the
   forced prefix) of the longest caption of the batch: CTranslate2 takes one limit per call.
   A translation that ends by itself does not depend on the other captions of its batch (the
@@ -124,6 +128,49 @@ def resolve_compute_type(compute_type: str | None, device: str) -> str:
     return "int8_float16" if device == "cuda" else "int8"
 
 
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(NamedTuple):
+    """The CTranslate2 settings a run uses: the manifest's, its unset ones filled in for the
+    device (see `TranslationConfig`)."""
+
+    device: str
+    compute_type: str
+    inter_threads: int
+    intra_threads: int
+    max_batch_size: int
+    batch_type: str
+
+
+def resolve_settings(config: TranslationConfig) -> Settings:
+    """The manifest's settings with `None` filled in for the device: on CPU one single-threaded
+    worker per core and sub-batches of 32 captions; on CUDA one worker and sub-batches of 4096
+    tokens. A given `max_batch_size` without `batch_type` counts tokens, as CTranslate2 does."""
+    device = resolve_device(config.device)
+    cpu = device == "cpu"
+    if config.max_batch_size is None and config.batch_type is None:
+        size, kind = (32, "examples") if cpu else (4096, "tokens")
+    elif config.max_batch_size is None:
+        kind = config.batch_type
+        size = (32 if cpu else 256) if kind == "examples" else (1024 if cpu else 4096)
+    else:
+        size, kind = config.max_batch_size, config.batch_type or "tokens"
+    if config.inter_threads is None and config.intra_threads is None:
+        inter, intra = (available_cores(), 1) if cpu else (1, 0)
+    else:
+        inter = 1 if config.inter_threads is None else config.inter_threads
+        intra = 0 if config.intra_threads is None else config.intra_threads
+    return Settings(
+        device, resolve_compute_type(config.compute_type, device), inter, intra, size, kind
+    )
+
+
 def _vocabulary(folder: str, side: str) -> set[str] | None:
     """The `source` or `target` vocabulary CTranslate2 saved beside the model (json since 3.0,
     txt before; `shared_vocabulary` when both sides share one), if it is there."""
@@ -150,6 +197,7 @@ class LoadedModel:
     source_prefix: list[str]
     target_prefix: list[str]
     append_eos: bool
+    settings: Settings
 
 
 def load(config: TranslationConfig) -> LoadedModel:
@@ -182,16 +230,23 @@ def load(config: TranslationConfig) -> LoadedModel:
                 )
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
         append_eos = not json.load(f).get("add_source_eos", False)
-    device = resolve_device(config.device)
+    settings = resolve_settings(config)
     translator = ctranslate2.Translator(
         folder,
-        device=device,
-        compute_type=resolve_compute_type(config.compute_type, device),
-        inter_threads=config.inter_threads,
-        intra_threads=config.intra_threads,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        inter_threads=settings.inter_threads,
+        intra_threads=settings.intra_threads,
     )
     return LoadedModel(
-        translator, source_spm, target_spm, layout, source_prefix, target_prefix, append_eos
+        translator,
+        source_spm,
+        target_spm,
+        layout,
+        source_prefix,
+        target_prefix,
+        append_eos,
+        settings,
     )
 
 
@@ -235,8 +290,8 @@ def translate(
     results = model.translator.translate_batch(
         sources,
         target_prefix=[model.target_prefix] * len(sources) if prefix else None,
-        max_batch_size=config.max_batch_size,
-        batch_type=config.batch_type,
+        max_batch_size=model.settings.max_batch_size,
+        batch_type=model.settings.batch_type,
         beam_size=config.beam_size,
         max_decoding_length=max(
             decoding_limit(len(tokens), config.max_decoding_ratio, prefix) for tokens in sources
