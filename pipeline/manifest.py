@@ -70,14 +70,35 @@ class Flickr8kSource:
 
 @dataclass(frozen=True)
 class WikipediaSource:
-    """A crawl of Arabic Wikipedia article figures: a live MediaWiki API or Enterprise dumps."""
+    """A crawl of Arabic Wikipedia article figures: a live MediaWiki API or Enterprise dumps.
+
+    With `api` alone, pages come from the Action API (`titles`, `titles_file`, or every article
+    of namespace 0 up to `limit`). With `dump`, pages come from the dump files (only the pages
+    `titles`/`titles_file` name, when given, and at most `limit`); an `api` given beside a dump
+    is asked for file facts only (licence, attribution, thumbnail URL).
+    """
 
     api: str | None = None
     dump: tuple[str, ...] = ()
     titles: tuple[str, ...] = ()
     titles_file: str | None = None
-    limit: int | None = None
-    user_agent: str | None = None
+    limit: int | None = None  # at most this many pages
+    user_agent: str | None = None  # required with `api`: `name/version (contact) library/version`
+    # Etiquette (FORMATS.md §6): maxlag on every Action API call, requests to the API host one
+    # at a time by default and at most `requests_per_second`, Retry-After and maxlag answers
+    # honoured, exponential backoff from `backoff` seconds on 429, 5xx and network errors.
+    maxlag: int = 5
+    requests_per_second: float = 5.0  # 0: no limit
+    concurrency: int = 1  # requests in flight to the API host
+    retries: int = 5
+    backoff: float = 1.0
+    max_wait: float = 300.0  # the longest single wait a Retry-After may ask for
+    timeout: float = 30.0
+    # File facts: thumbnails of this width when the original is wider (cheaper to fetch), else
+    # the original; None: always the original.
+    thumb_width: int | None = 640
+    non_free: bool = False  # keep non-free (fair-use) files; dropped as `non_free` by default
+    min_width: int = 50  # `icon`: images rendered narrower than this (flags, logos)
     kind: str = "wikipedia"
     name: str = "wikipedia"
 
@@ -322,7 +343,16 @@ def _check_source(src: Source, where: str, base: str) -> Source:
             _must_exist(resolved, f"{where}.{key}", folder=key in ("images", "image_root"))
         updates[key] = resolved
     if isinstance(src, WikipediaSource):
-        _check(bool(src.api) != bool(src.dump), where, "give exactly one of 'api' or 'dump'")
+        _check(bool(src.api or src.dump), where, "give 'api' (a live crawl) or 'dump'")
+        for key in ("maxlag", "retries", "min_width"):
+            _check(getattr(src, key) >= 0, f"{where}.{key}", "must be >= 0")
+        for key in ("requests_per_second", "backoff", "max_wait"):
+            _check(getattr(src, key) >= 0, f"{where}.{key}", "must be >= 0")
+        _check(src.concurrency >= 1, f"{where}.concurrency", "must be >= 1")
+        _check(src.timeout > 0, f"{where}.timeout", "must be positive")
+        _check(
+            src.thumb_width is None or src.thumb_width > 0, f"{where}.thumb_width", "must be positive"
+        )
         if src.api:
             _check(
                 src.api.startswith(("http://", "https://")),

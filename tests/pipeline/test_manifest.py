@@ -505,16 +505,28 @@ ERRORS = [
         ">= 0",
     ),
     (
-        "wikipedia api and dump",
-        {"sources": [{**WIKI_API, "user_agent": USER_AGENT, "dump": "dumps/*.json.tar.gz"}]},
-        "sources[0]",
-        "exactly one of 'api' or 'dump'",
-    ),
-    (
         "wikipedia neither api nor dump",
         {"sources": [{"kind": "wikipedia", "titles": ["القاهرة"]}]},
         "sources[0]",
-        "exactly one of 'api' or 'dump'",
+        "give 'api' (a live crawl) or 'dump'",
+    ),
+    (
+        "wikipedia dump with an api lacking a contact",
+        {"sources": [{**WIKI_API, "user_agent": "x/1", "dump": "dumps/*.json.tar.gz"}]},
+        "sources[0].user_agent",
+        "contact",
+    ),
+    (
+        "wikipedia concurrency zero",
+        {"sources": [{**WIKI_API, "user_agent": USER_AGENT, "concurrency": 0}]},
+        "sources[0].concurrency",
+        ">= 1",
+    ),
+    (
+        "wikipedia negative thumb_width",
+        {"sources": [{**WIKI_API, "user_agent": USER_AGENT, "thumb_width": -5}]},
+        "sources[0].thumb_width",
+        "positive",
     ),
     ("live api without user_agent", {"sources": [WIKI_API]}, "sources[0].user_agent", "contact"),
     (
