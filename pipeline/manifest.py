@@ -84,6 +84,9 @@ class WikipediaSource:
     titles_file: str | None = None
     limit: int | None = None  # at most this many pages
     user_agent: str | None = None  # required with `api`: `name/version (contact) library/version`
+    # The wiki's public address for `page_url` (`https://ar.wikipedia.org`); default: the api's
+    # scheme and host. A mirror or a local stand-in sets the real wiki's here.
+    site_url: str | None = None
     # Etiquette (FORMATS.md §6): maxlag on every Action API call, requests to the API host one
     # at a time by default and at most `requests_per_second`, Retry-After and maxlag answers
     # honoured, exponential backoff from `backoff` seconds on 429, 5xx and network errors.
@@ -349,10 +352,14 @@ def _check_source(src: Source, where: str, base: str) -> Source:
         for key in ("requests_per_second", "backoff", "max_wait"):
             _check(getattr(src, key) >= 0, f"{where}.{key}", "must be >= 0")
         _check(src.concurrency >= 1, f"{where}.concurrency", "must be >= 1")
-        _check(src.timeout > 0, f"{where}.timeout", "must be positive")
         _check(
-            src.thumb_width is None or src.thumb_width > 0, f"{where}.thumb_width", "must be positive"
+            src.site_url is None or src.site_url.startswith(("http://", "https://")),
+            f"{where}.site_url",
+            "expected an http(s) URL",
         )
+        _check(src.timeout > 0, f"{where}.timeout", "must be positive")
+        width_ok = src.thumb_width is None or src.thumb_width > 0
+        _check(width_ok, f"{where}.thumb_width", "must be positive")
         if src.api:
             _check(
                 src.api.startswith(("http://", "https://")),

@@ -711,12 +711,11 @@ def test_cli_missing_manifest_exits_2(tmp_path, capsys):
         ({"kind": "coco", "paths": ["coco/*.json"]}, "needs translation.model"),
         ({"kind": "conceptual_captions", "paths": ["cc/*.tsv"]}, "needs translation.model"),
         (FLICKR, "needs translation.model"),
-        ({"kind": "wikipedia", "dump": "dumps/*.json.tar.gz"}, "issue #6"),
     ],
-    ids=["coco", "conceptual_captions", "flickr8k", "wikipedia"],
+    ids=["coco", "conceptual_captions", "flickr8k"],
 )
 def test_cli_refuses_what_it_cannot_build(project, tmp_path, capsys, source, issue):
-    """A reader that has not landed (wikipedia), or English with nothing to translate it."""
+    """English sources with nothing to translate them."""
     manifest = write_manifest(project, {"sources": [source]})
     out = tmp_path / "out"
     code, err, _ = run_cli(capsys, manifest, out)
