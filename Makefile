@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# Builds a tiny offline translation model on first use and serves the sample images locally.
+# Builds a tiny offline translation model on first use and serves the sample images locally;
+# then writes the report of the output and prints its path (`report: out/demo/report.html`).
 demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo --output $(DEMO_OUT)
+	$(BIN)/python -m pipeline report $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

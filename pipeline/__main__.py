@@ -1,4 +1,5 @@
-"""The command line: `python -m pipeline run MANIFEST --output DIR [beam options …]`.
+"""The command line: `python -m pipeline run MANIFEST --output DIR [beam options …]` builds a
+dataset; `python -m pipeline report DIR` writes `DIR/report.html`, a page that shows it.
 
 Unknown `--flags` are Beam pipeline options and go to Beam untouched. The exit status is 0
 only when the output is complete: every shard written and every source's books balanced.
@@ -97,6 +98,19 @@ def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
     return 0
 
 
+def report(output_dir: str) -> int:
+    """Writes the report of an output folder and prints its path as the last line."""
+    from pipeline.report import build_report  # matplotlib is loaded only for this command
+
+    try:
+        path = build_report(output_dir)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="arabic-pairs", description="Build the Arabic image-text dataset."
@@ -109,9 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_cmd.add_argument("manifest", help="the manifest YAML")
     run_cmd.add_argument("--output", required=True, help="the output folder (local or gs://…)")
+    report_cmd = commands.add_parser(
+        "report", help="write DIR/report.html: plots, the accounting and sample pairs of an output"
+    )
+    report_cmd.add_argument("output", metavar="DIR", help="an output folder (local or gs://…)")
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("arabic-pairs").setLevel(logging.INFO)
+    if args.command == "report":
+        if beam_args:
+            parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+        return report(args.output)
     return run(args.manifest, args.output, beam_args)
 
 
