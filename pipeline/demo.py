@@ -1,14 +1,18 @@
 """`make demo`: the demo dataset built from the samples in `manifests/`, every stage for real.
 
-The image hosts of the samples (upload.wikimedia.org, the CC hosts, images.cocodataset.org) are
-stood in for by a local HTTP server on 127.0.0.1 that draws a deterministic picture for every
-path, with what real hosts do planted in: a path under `/dead/` answers 404, as many CC links
-do; one under `/unavailable/` answers the same "photo unavailable" placeholder; and `ALIASES`
-serve one Commons picture again, re-encoded and resized, under a CC URL whose caption translates
-to the WIT caption of that picture (a cross-source duplicate). The manifest's `images.url_map`
-sends the fetches there; the rows keep their real URLs. The translator is a tiny CTranslate2
-model built offline on first use; the shipped translation memory covers all but three captions,
-which go through the tiny model and are dropped by the translation quality filters.
+Arabic Wikipedia is stood in for by `pipeline.wiki_standin` on 127.0.0.1, serving the pages and
+file facts of `manifests/samples/wikipedia/` (team-written articles in the markup of each era);
+the manifest's wikipedia source is pointed at it, with `site_url` keeping the rows' page URLs
+those of ar.wikipedia.org. The image hosts of the samples (upload.wikimedia.org, the CC hosts,
+images.cocodataset.org) are stood in for by a local HTTP server on 127.0.0.1 that draws a
+deterministic picture for every path, with what real hosts do planted in: a path under `/dead/`
+answers 404, as many CC links do; one under `/unavailable/` answers the same "photo unavailable"
+placeholder; and `ALIASES` serve one Commons picture again, re-encoded and resized, under a CC
+URL whose caption translates to the WIT caption of that picture (a cross-source duplicate). The
+manifest's `images.url_map` sends the fetches there; the rows keep their real URLs. The
+translator is a tiny CTranslate2 model built offline on first use; the shipped translation
+memory covers all but three captions, which go through the tiny model and are dropped by the
+translation quality filters.
 
     python -m pipeline.demo --output out/demo
 """
@@ -28,8 +32,12 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
+from pipeline.wiki_standin import WikiStandIn
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_MANIFEST = REPO / "manifests" / "demo.yaml"
+# The pages and file facts the MediaWiki stand-in serves to the demo's crawl.
+WIKI_SAMPLES = REPO / "manifests" / "samples" / "wikipedia"
 # The hosts of the demo samples, each served under its own prefix by the local server.
 HOSTS = {
     "https://upload.wikimedia.org/": "wikimedia/",
@@ -118,10 +126,13 @@ def start_image_server() -> ThreadingHTTPServer:
     return server
 
 
-def demo_manifest(port: int, model: Path, base: Path = DEMO_MANIFEST.parent) -> dict:
-    """manifests/demo.yaml with absolute paths, the tiny model, and fetches sent to `port`."""
+def demo_manifest(port: int, model: Path, wiki_api: str, base: Path = DEMO_MANIFEST.parent) -> dict:
+    """manifests/demo.yaml with absolute paths, the tiny model, the Wikipedia crawl sent to the
+    stand-in at `wiki_api`, and image fetches sent to `port`."""
     raw = yaml.safe_load(DEMO_MANIFEST.read_text(encoding="utf-8"))
     for source in raw["sources"]:
+        if source.get("kind") == "wikipedia" and source.get("api"):
+            source["api"] = wiki_api
         for key in ("paths", "captions", "images", "image_root"):
             value = source.get(key)
             if isinstance(value, list):
@@ -153,17 +164,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"building the tiny offline translation model in {model}")
         build_tiny_model(str(model), layout="opus")
     server = start_image_server()
+    wiki = WikiStandIn(WIKI_SAMPLES).start()
     try:
-        manifest = demo_manifest(server.server_address[1], model)
+        manifest = demo_manifest(server.server_address[1], model, wiki.api_url)
         output = Path(args.output).resolve()
         path = output.parent / f"{output.name}.manifest.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             yaml.safe_dump(manifest, allow_unicode=True, sort_keys=False), encoding="utf-8"
         )
-        print(f"manifest: {path} (images from the local server on port {server.server_address[1]})")
+        print(
+            f"manifest: {path} (Wikipedia from the stand-in at {wiki.api_url}, images from the "
+            f"local server on port {server.server_address[1]})"
+        )
         return pipeline_main(["run", str(path), "--output", str(output), *beam_args])
     finally:
+        wiki.stop()
         server.shutdown()
 
 

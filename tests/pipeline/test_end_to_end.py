@@ -215,8 +215,15 @@ def test_the_demo_builds_as_the_readme_says(tmp_path, capsys):
         line = f"{name}: read {s['read']}, kept {s['kept']}, dropped: {drops}"
         assert line in printed
         assert line in readme, f"README's demo output is stale: {line}"
-    assert list(stats["sources"]) == ["wit", "conceptual_captions", "coco", "flickr8k"]
+    assert list(stats["sources"]) == ["wikipedia", "wit", "conceptual_captions", "coco", "flickr8k"]
     rows = pq.read_table(out / "data").to_pylist()
+    # The crawl of the local MediaWiki stand-in: licensed genuine pairs at their real addresses.
+    wiki = [r for r in rows if r["source"] == "wikipedia"]
+    assert len(wiki) == stats["sources"]["wikipedia"]["kept"] > 0
+    for r in wiki:
+        assert r["caption_origin"] == "genuine" and r["license"] and r["attribution"]
+        assert r["page_url"].startswith("https://ar.wikipedia.org/wiki/")
+        assert r["image"]["bytes"] and r["image_url"].startswith("https://upload.wikimedia.org/")
     translated = [r for r in rows if r["caption_origin"] == "translated"]
     assert translated and all(r["caption_en"] and r["caption_ar"] for r in translated)
     # The three captions that miss the memory went through the tiny model and were dropped by
