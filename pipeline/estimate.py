@@ -1,0 +1,900 @@
+"""The cost of a build before it runs: `python -m pipeline estimate MANIFEST [--workers N]`.
+
+For every source it takes the records the source holds (`read`, as `stats.json` will count
+them) and the pairs expected to survive; for every stage the CPU-hours (GPU-hours for the
+translation), the bytes downloaded, the output size and the wall clock at N workers. It prints a
+table and ends with one JSON line holding every figure.
+
+Where the numbers come from, in this order:
+
+- **Counted**: an input file that exists locally is read by its source's own parser, so
+  `read` is exactly what a run would count (the demo's samples), as long as the files counted
+  so far stay within `count_limit` bytes (100 MB by default: seconds of parsing). A local file
+  beyond it is looked up in the table by its name.
+- **The real sources' table** (`KNOWN_FILES`, below): the published size of every file of the
+  real releases, matched by file name (globs too: `wit_v1.train.all-*-of-00010.tsv.gz` is the
+  ten training shards), with the archive a user downloads to get it. A file that is neither
+  countable nor in the table is an `EstimateError`: an estimate that silently left a source out
+  would mislead.
+- **Survival** (`PROFILES`): kept / read per kind, from FORMATS.md §0 (the published Arabic CLIP
+  counts over the originals), with its reasoning beside it.
+- **Throughput**: `benchmarks/figures.json`, the figures the benchmarks measured, each with
+  its command and date; `cores` there turns a machine's rate into a per-core one.
+- **Assumptions** (`ASSUMPTIONS`): what nobody measured here (average bytes of an image on
+  each host, the GPU's speed: there is no GPU on the project's machine, arwiki's size), each
+  stated with its source; the JSON line repeats them.
+
+A worker is one core doing the work (on Dataflow: workers x vCPUs). A stage's wall clock is
+its CPU-hours over the workers, but never below its serial floor: the Wikipedia crawl is one
+element with requests at most `requests_per_second`, a file is read by one worker, and the
+dedupe decision runs in one worker; and every download shares one link of `bandwidth_gbps`.
+The total wall clock is a lower bound: the stages are taken to overlap perfectly (Beam fuses
+them; the dedupe grouping is the one barrier).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import glob
+import gzip
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline.manifest import (
+    CocoSource,
+    ConceptualCaptionsSource,
+    Flickr8kSource,
+    Manifest,
+    Source,
+    WikipediaSource,
+    WitSource,
+)
+from pipeline.records import Drop
+
+FIGURES_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "figures.json"
+DEFAULT_COUNT_LIMIT = 100_000_000  # bytes of local input files read to count their records
+# The machine's link to the internet, shared by every download (an assumption: a typical cloud
+# VM; `--bandwidth` sets yours).
+DEFAULT_BANDWIDTH_GBPS = 1.0
+TRANSLATED_KINDS = ("conceptual_captions", "coco", "flickr8k")
+
+
+class EstimateError(ValueError):
+    """An estimate that cannot be made; the message names the manifest key or figure."""
+
+
+# ---------------------------------------------------------------------------- the real sources
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """A file of a real release: its records (what `stats.json` counts as `read`) and the
+    archive a user downloads to get it (several files may share one archive)."""
+
+    records: int
+    archive: str
+    archive_bytes: int
+
+
+# WIT training shards: rows per shard (all languages, header excluded) as counted in
+# robvanvolt/DALLE-datasets general/helper_scripts/wit_dtype.py; shard 00009 is not listed there:
+# the mean of the other nine (assumption). Each shard is its own ~2.5 GB download (FORMATS §1).
+_WIT_SHARD_ROWS = (3708026, 3702075, 3701785, 3706924, 3701161, 3708106, 3704684, 3703736, 3705646)
+_WIT_SHARD_ROWS += (round(sum(_WIT_SHARD_ROWS) / 9),)
+_WIT_SHARD_BYTES = 2_500_000_000
+_WIT = {
+    f"wit_v1.train.all-{i:05d}-of-00010.tsv.gz": KnownFile(
+        rows, f"wit_v1.train.all-{i:05d}-of-00010.tsv.gz", _WIT_SHARD_BYTES
+    )
+    for i, rows in enumerate(_WIT_SHARD_ROWS)
+}
+# FORMATS §1: the 1 % sample (370,373 rows), val 261.8K and test 210.7K rows in 5 shards each
+# (per-shard: the total over 5); sizes in proportion to the training shards (assumption).
+_WIT_BYTES_PER_ROW = _WIT_SHARD_BYTES / 3_704_683
+_WIT["wit_v1.train.all-1percent_sample.tsv.gz"] = KnownFile(
+    370_373,
+    "wit_v1.train.all-1percent_sample.tsv.gz",
+    round(370_373 * _WIT_BYTES_PER_ROW),
+)
+for _split, _total in (("val", 261_800), ("test", 210_700)):
+    for _i in range(5):
+        _name = f"wit_v1.{_split}.all-{_i:05d}-of-00005.tsv.gz"
+        _WIT[_name] = KnownFile(_total // 5, _name, round(_total / 5 * _WIT_BYTES_PER_ROW))
+
+# Conceptual Captions (FORMATS §2). The training TSV is "a 500MB tsv file" (img2dataset's
+# dataset_examples/cc3m.md); the others in proportion to their lines (assumption). Both names
+# of each file: the download page's and the storage bucket's.
+_CC_BYTES_PER_LINE = 500_000_000 / 3_318_333
+_CC = {}
+for _names, _lines in (
+    (("Train_GCC-training.tsv", "GCC-training.tsv"), 3_318_333),
+    (("Validation_GCC-1.1.0-Validation.tsv", "GCC-1.1.0-Validation.tsv"), 15_840),
+    (("Image_Labels_Subset_Train_GCC-Labels-training.tsv",), 2_007_090),
+):
+    for _name in _names:
+        _CC[_name] = KnownFile(_lines, _names[0], round(_lines * _CC_BYTES_PER_LINE))
+
+# COCO 2014 captions (FORMATS §3; the val count is unverified there), both in
+# annotations_trainval2014.zip, 241 MB on cocodataset.org's download page.
+_COCO_ZIP = ("annotations_trainval2014.zip", 241_000_000)
+_COCO = {
+    "captions_train2014.json": KnownFile(414_113, *_COCO_ZIP),
+    "captions_val2014.json": KnownFile(202_654, *_COCO_ZIP),
+}
+
+# Flickr8K (FORMATS §4): the token file is in Flickr8k_text.zip (~3 MB); the image folder comes
+# from Flickr8k_Dataset.zip (~1 GB).
+_FLICKR8K = {"Flickr8k.token.txt": KnownFile(40_460, "Flickr8k_text.zip", 3_000_000)}
+FLICKR8K_IMAGES = KnownFile(8_091, "Flickr8k_Dataset.zip", 1_000_000_000)
+
+KNOWN_FILES: dict[str, dict[str, KnownFile]] = {
+    "wit": _WIT,
+    "conceptual_captions": _CC,
+    "coco": _COCO,
+    "flickr8k": _FLICKR8K,
+}
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """A figure nobody measured here, and where it comes from."""
+
+    value: float
+    why: str
+
+
+ASSUMPTIONS: dict[str, Assumption] = {
+    "arwiki_articles": Assumption(
+        1_250_000,
+        "articles (namespace 0) of Arabic Wikipedia, about 1.2-1.3M in 2025 "
+        "(Special:Statistics; unverified here, no internet): the pages of a crawl of every article",
+    ),
+    "wikipedia_candidates_per_page": Assumption(
+        2.0,
+        "media elements per arwiki article (icons and flags included); not measured on the "
+        "real wiki (the benchmark's generated pages have 10-25): `read` of the wikipedia source",
+    ),
+    "wikipedia_kept_whole_wiki": Assumption(
+        151_252,
+        "pairs kept by a crawl of every article: the published WAP crawl (FORMATS §0)",
+    ),
+    "wikipedia_bytes_per_page": Assumption(
+        50_000,
+        "bytes transferred per action=parse answer (the benchmark's mid-sized pages are "
+        "60-150 KB of HTML; most arwiki articles are shorter)",
+    ),
+    "wit_image_bytes": Assumption(
+        2_000_000,
+        "average WIT image download: image_url is the original file on upload.wikimedia.org, "
+        "camera photos of several MB beside small PNGs (unverified)",
+    ),
+    "wikipedia_image_bytes": Assumption(
+        80_000,
+        "average 640 px JPEG thumbnail (`thumb_width: 640`) on upload.wikimedia.org",
+    ),
+    "cc_image_bytes": Assumption(
+        294_000,
+        "average CC image: img2dataset's cc3m.md downloads 850 images/s on 2 Gbit/s, "
+        "'a lot of high resolution images': 2e9 / 8 / 850 bytes if bandwidth-bound",
+    ),
+    "coco_image_bytes": Assumption(
+        157_000,
+        "average COCO image: train2014.zip is 13 GB for 82,783 images (cocodataset.org); "
+        "fetched once per caption (FetchImages does not share downloads between pairs)",
+    ),
+    "stored_image_bytes": Assumption(
+        25_000,
+        "a stored 256 px JPEG at quality 95: img2dataset's LAION-400M at 256 px is 10 TB for "
+        "400M samples (laion400m.md); keep_ratio stores fewer pixels than its square images",
+    ),
+    "row_bytes": Assumption(
+        600,
+        "Parquet bytes per row besides the image (captions, URLs, hashes, provenance): the "
+        "demo output's other columns hold 568 B a row in Arrow, 347 B in Parquet",
+    ),
+    "model_download_bytes": Assumption(
+        300_000_000,
+        "Helsinki-NLP/opus-mt-en-ar for `make model`: about 75M parameters in float32",
+    ),
+    "gpu_speedup_over_8_cores": Assumption(
+        5320.3 / 1486.5,
+        "one NVIDIA T4 against 8 CPU threads, OPUS-MT with CTranslate2 2.13.1 (README "
+        "benchmark: int8+float16 on the GPU 5,320.3 target tokens/s, int8 on 8 threads of a "
+        "c5.metal 1,486.5); GPU rate = per-core CPU rate x 8 x this. No GPU was measured here",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class KindProfile:
+    """What happens to one kind's records: kept / read, the share of read records whose image
+    is downloaded, the average bytes of one download, and why."""
+
+    survival: float
+    fetch_share: float
+    image_bytes: float
+    why: str
+
+
+WIT_TRAIN_ROWS = sum(_WIT_SHARD_ROWS)
+_WIKI_SURVIVAL = ASSUMPTIONS["wikipedia_kept_whole_wiki"].value / (
+    ASSUMPTIONS["arwiki_articles"].value * ASSUMPTIONS["wikipedia_candidates_per_page"].value
+)
+PROFILES: dict[str, KindProfile] = {
+    "wit": KindProfile(
+        109_366 / WIT_TRAIN_ROWS,
+        109_366 / WIT_TRAIN_ROWS,
+        ASSUMPTIONS["wit_image_bytes"].value,
+        "109,366 published Arabic WIT pairs (FORMATS §0) over every row of the ten training "
+        "shards (all languages are read); rows are lost before the images stage",
+    ),
+    "conceptual_captions": KindProfile(
+        1_427_210 / 3_318_333,
+        1.0,
+        ASSUMPTIONS["cc_image_bytes"].value,
+        "1,427,210 published pairs of CC3M train's 3,318,333 (43.0 %, FORMATS §0); every line "
+        "is translated and its image tried: the loss is mostly dead links",
+    ),
+    "coco": KindProfile(
+        1.0,
+        1.0,
+        ASSUMPTIONS["coco_image_bytes"].value,
+        "100 % of train2014 captions (FORMATS §0); images.cocodataset.org is reliable",
+    ),
+    "flickr8k": KindProfile(
+        40_455 / 40_460,
+        40_455 / 40_460,
+        0,
+        "all but the 5 lines of the imageless .jpg.1 group (FORMATS §4); §0's 60 % is the "
+        "published 3-per-image set, not a drop rate; images are read from the local folder",
+    ),
+    "wikipedia": KindProfile(
+        _WIKI_SURVIVAL,
+        _WIKI_SURVIVAL,
+        ASSUMPTIONS["wikipedia_image_bytes"].value,
+        "the WAP pairs (FORMATS §0) over the candidates of a crawl of every article",
+    ),
+}
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+REQUIRED_FIGURES = (
+    "wit_parse_tsv_rows_per_s",
+    "langid_captions_per_s",
+    "wit_e2e_cpu_hours_per_million_rows",
+    "images_per_s",
+    "dedupe_groups_seconds",
+    "dedupe_beam_stage_seconds",
+    "translate_beam4_sent_per_s",
+    "translate_greedy_sent_per_s",
+    "wikipedia_extract_pages_per_s",
+    "wikipedia_requests_per_page",
+)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The benchmarks' figures (`benchmarks/figures.json`), checked."""
+
+    path: str
+    entries: dict[str, dict[str, Any]]
+
+    def value(self, name: str) -> float:
+        return float(self.entries[name]["value"])
+
+    def per_core(self, name: str) -> float:
+        """A rate measured on `cores` cores, per core."""
+        return self.value(name) / float(self.entries[name].get("cores", 1))
+
+    def provisional(self) -> list[str]:
+        return sorted(n for n, e in self.entries.items() if e.get("provisional"))
+
+
+def load_figures(path: str | os.PathLike | None = None) -> Figures:
+    """`benchmarks/figures.json` (or `path`), every required figure a positive number."""
+    path = str(path or FIGURES_PATH)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as err:
+        raise EstimateError(f"{path}: cannot read the benchmark figures ({err})") from err
+    entries = raw.get("figures") if isinstance(raw, dict) else None
+    if not isinstance(entries, dict):
+        raise EstimateError(f"{path}: expected an object with a 'figures' mapping")
+    for name in REQUIRED_FIGURES:
+        entry = entries.get(name)
+        if not isinstance(entry, dict):
+            raise EstimateError(f"{path}: figures.{name}: missing")
+        # `at`: the size a dedupe figure was measured at, scaled from.
+        needed = ("value", "at") if name.startswith("dedupe_") else ("value",)
+        for key in ("value", "cores", "at"):
+            if key not in needed and key not in entry:
+                continue
+            value = entry.get(key)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            if not ok:
+                raise EstimateError(
+                    f"{path}: figures.{name}.{key}: expected a positive number, got {value!r}"
+                )
+    return Figures(path, entries)
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class SourceEstimate:
+    """One source: what it holds, what survives, what it costs to get."""
+
+    name: str
+    kind: str
+    basis: str  # counted | table | counted+table | limit | titles | unknown
+    read: int  # records, as stats.json counts them
+    kept: int
+    translated: int  # captions handed to the model
+    fetched: int  # images downloaded (or read from a local folder)
+    pages: int  # wikipedia pages
+    file_rows: int  # rows a file reader parses (0 for wikipedia)
+    largest_file_rows: int  # rows of the largest file: one worker reads a file
+    input_bytes: int  # source files still to download (0 when present locally)
+    image_bytes: int  # image downloads
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class _Files:
+    """The files of one source's inputs: counted here, or taken from the table."""
+
+    read: int = 0
+    largest: int = 0
+    download: dict[str, int] = field(default_factory=dict)  # archive -> bytes
+    counted: int = 0
+    tabled: int = 0
+
+    def add(self, records: int) -> None:
+        self.read += records
+        self.largest = max(self.largest, records)
+
+
+def _count_records(parse_records: Iterable[Any]) -> int:
+    return sum(r.count if isinstance(r, Drop) else 1 for r in parse_records)
+
+
+def _open(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+
+
+def _count_file(src: Source, path: str) -> int:
+    """The records of one local file, through the source's own parser (as a run counts them)."""
+    from pipeline.sources import coco, conceptual_captions, flickr8k, wit
+    from pipeline.sources.files import list_folder
+
+    with _open(path) as stream:
+        if isinstance(src, WitSource):
+            return _count_records(wit.parse_wit(stream, path, src))
+        if isinstance(src, ConceptualCaptionsSource):
+            return _count_records(conceptual_captions.parse_conceptual_captions(stream, path, src))
+        if isinstance(src, CocoSource):
+            return _count_records(coco.parse_coco(stream, path, src))
+        names = list_folder(src.images) if os.path.isdir(src.images) else frozenset()
+        return _count_records(flickr8k.parse_flickr8k(stream, path, src, names))
+
+
+def _known(kind: str, name: str, where: str) -> KnownFile:
+    known = KNOWN_FILES[kind]
+    if name not in known:
+        examples = ", ".join(list(known)[:3])
+        raise EstimateError(
+            f"{where}: {name!r} is not a file of the real release, and cannot be counted "
+            f"here (known names: {examples}, ...)"
+        )
+    return known[name]
+
+
+def _input_files(src: Source, patterns: Iterable[tuple[str, str]], budget: list[int]) -> _Files:
+    """Every file of `patterns` ((where, path) pairs): counted when local and within the byte
+    budget left (`budget[0]`, shared by the whole manifest), else from the real sources' table."""
+    files = _Files()
+    for where, pattern in patterns:
+        local = [] if "://" in pattern else sorted(filter(os.path.isfile, glob.glob(pattern)))
+        if local:
+            for path in local:
+                size = os.path.getsize(path)
+                if size <= budget[0]:
+                    budget[0] -= size
+                    try:
+                        files.add(_count_file(src, path))
+                    except (OSError, ValueError) as err:
+                        raise EstimateError(f"{where}: cannot count {path!r} ({err})") from err
+                    files.counted += 1
+                else:
+                    known = _known(src.kind, os.path.basename(path), where)
+                    files.add(known.records)
+                    files.tabled += 1
+            continue
+        name = pattern.rstrip("/").rsplit("/", 1)[-1]
+        matched = [n for n in KNOWN_FILES[src.kind] if fnmatch.fnmatchcase(n, name)]
+        if not matched:
+            raise EstimateError(
+                f"{where}: no local file matches {pattern!r}, and no file of the real release "
+                f"is named like {name!r}"
+            )
+        # Aliases (two names of one file) are one download and one count.
+        seen: dict[str, KnownFile] = {}
+        for n in matched:
+            seen.setdefault(KNOWN_FILES[src.kind][n].archive, KNOWN_FILES[src.kind][n])
+        for archive, known in seen.items():
+            files.add(known.records)
+            files.download[archive] = known.archive_bytes
+            files.tabled += 1
+    return files
+
+
+def _basis(files: _Files) -> str:
+    if files.counted and files.tabled:
+        return "counted+table"
+    return "counted" if files.counted else "table"
+
+
+def _file_source(src: Source, where: str, budget: list[int]) -> SourceEstimate:
+    profile = PROFILES[src.kind]
+    notes: list[str] = []
+    if isinstance(src, Flickr8kSource):
+        patterns = [(f"{where}.captions", src.captions)]
+    else:
+        patterns = [(f"{where}.paths[{i}]", p) for i, p in enumerate(src.paths)]
+    files = _input_files(src, patterns, budget)
+    image_bytes_each = profile.image_bytes
+    if isinstance(src, Flickr8kSource) and not os.path.isdir(src.images):
+        files.download[FLICKR8K_IMAGES.archive] = FLICKR8K_IMAGES.archive_bytes
+    if isinstance(src, CocoSource) and src.image_root is not None:
+        image_bytes_each = 0
+        notes.append("image_root: images read locally; their archive is not counted")
+    read = files.read
+    kept = round(read * profile.survival)
+    fetched = round(read * profile.fetch_share)
+    return SourceEstimate(
+        name=src.name,
+        kind=src.kind,
+        basis=_basis(files),
+        read=read,
+        kept=kept,
+        translated=read if src.kind in TRANSLATED_KINDS else 0,
+        fetched=fetched,
+        pages=0,
+        file_rows=read,
+        largest_file_rows=files.largest,
+        input_bytes=sum(files.download.values()),
+        image_bytes=round(kept * image_bytes_each),
+        notes=tuple(notes),
+    )
+
+
+def _is_arwiki(src: WikipediaSource) -> bool:
+    """Whether the source reads Arabic Wikipedia: its API (not `site_url`, which a stand-in or a
+    mirror of a few pages sets too) or arwiki dumps."""
+    dumps = [d.rsplit("/", 1)[-1] for d in src.dump]
+    api_host = urlsplit(src.api).hostname if src.api else None
+    return api_host == "ar.wikipedia.org" or any(d.startswith("arwiki") for d in dumps)
+
+
+def _wikipedia_pages(src: WikipediaSource, where: str) -> tuple[int, str]:
+    """The pages a crawl or dump reads, and how they were found: the titles named (at most
+    `limit`), else `limit`, else every article of arwiki; another wiki's size is unknown (0)."""
+    if src.titles or src.titles_file:
+        if src.titles_file and not os.path.isfile(src.titles_file):
+            raise EstimateError(
+                f"{where}.titles_file: no such file {src.titles_file!r}: its titles cannot be "
+                "counted (give `limit` instead)"
+            )
+        from pipeline.sources.wikipedia import selected_titles
+
+        titles = len(selected_titles(src) or [])
+        if src.limit is None or titles <= src.limit:
+            return titles, "titles"
+    if src.limit is not None:
+        return src.limit, "limit"
+    if _is_arwiki(src):
+        return round(ASSUMPTIONS["arwiki_articles"].value), "table"
+    return 0, "unknown"
+
+
+def _wikipedia_source(src: WikipediaSource, where: str) -> SourceEstimate:
+    profile = PROFILES["wikipedia"]
+    pages, basis = _wikipedia_pages(src, where)
+    notes = []
+    if basis == "unknown":
+        notes.append(
+            f"{src.api or src.dump[0]} is not Arabic Wikipedia and names no titles or limit: "
+            "its pages are unknown (counted as 0)"
+        )
+    if src.dump:
+        notes.append("dump: its download size is not in the table (not counted)")
+    read = round(pages * ASSUMPTIONS["wikipedia_candidates_per_page"].value)
+    kept = round(read * profile.survival)
+    return SourceEstimate(
+        name=src.name,
+        kind=src.kind,
+        basis=basis,
+        read=read,
+        kept=kept,
+        translated=0,
+        fetched=round(read * profile.fetch_share),
+        pages=pages,
+        file_rows=0,
+        largest_file_rows=0,
+        input_bytes=0,
+        image_bytes=round(kept * profile.image_bytes),
+        notes=tuple(notes),
+    )
+
+
+def estimate_sources(
+    manifest: Manifest, count_limit: int = DEFAULT_COUNT_LIMIT
+) -> list[SourceEstimate]:
+    """Every source of the manifest, in manifest order (no images with `images.fetch: false`)."""
+    budget = [count_limit]
+    estimates = []
+    for i, src in enumerate(manifest.sources):
+        if isinstance(src, WikipediaSource):
+            est = _wikipedia_source(src, f"sources[{i}]")
+        else:
+            est = _file_source(src, f"sources[{i}]", budget)
+        if not manifest.images.fetch:
+            est = dataclasses.replace(est, fetched=0, image_bytes=0)
+        estimates.append(est)
+    return estimates
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    """One stage of the build: its records, CPU-hours (None: not benchmarked apart), GPU-hours
+    (translation only), bytes downloaded and written, and the wall clock no number of workers
+    goes below (its serial part)."""
+
+    stage: str
+    records: int
+    cpu_hours: float | None
+    gpu_hours: float | None
+    download_bytes: int
+    output_bytes: int
+    floor_hours: float
+
+    def wall_hours(self, workers: int) -> float:
+        return max((self.cpu_hours or 0.0) / workers, self.floor_hours)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    manifest: str
+    name: str
+    workers: int
+    sources: list[SourceEstimate]
+    stages: list[StageEstimate]
+    figures: Figures
+    notes: list[str]
+    bandwidth_gbps: float = DEFAULT_BANDWIDTH_GBPS
+
+    @property
+    def cpu_hours(self) -> float:
+        return sum(s.cpu_hours or 0.0 for s in self.stages)
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(s.gpu_hours or 0.0 for s in self.stages)
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(s.download_bytes for s in self.stages)
+
+    @property
+    def output_bytes(self) -> int:
+        return sum(s.output_bytes for s in self.stages)
+
+    @property
+    def wall_hours(self) -> float:
+        """A lower bound: all CPU work spread over the workers, or the longest serial part."""
+        floors = max((s.floor_hours for s in self.stages), default=0.0)
+        download = self.download_bytes * 8 / (self.bandwidth_gbps * 1e9) / 3600
+        return max(self.cpu_hours / self.workers, floors, download)
+
+    @property
+    def kept(self) -> int:
+        return sum(s.kept for s in self.sources)
+
+
+def _translate_rate(manifest: Manifest, figures: Figures, notes: list[str]) -> float:
+    """Captions per second per core at the manifest's beam size."""
+    if manifest.translation.beam_size == 1:
+        return figures.per_core("translate_greedy_sent_per_s")
+    if manifest.translation.beam_size > 4:
+        notes.append(
+            f"translation.beam_size {manifest.translation.beam_size}: only beam 4 was measured; "
+            "its rate is used, so the translation cost is underestimated"
+        )
+    return figures.per_core("translate_beam4_sent_per_s")
+
+
+def estimate_stages(
+    manifest: Manifest, sources: list[SourceEstimate], figures: Figures, notes: list[str]
+) -> list[StageEstimate]:
+    f = figures
+    hour = 3600.0
+    wit_hours_per_row = f.value("wit_e2e_cpu_hours_per_million_rows") / 1e6
+    parse_hours_per_row = 1 / f.per_core("wit_parse_tsv_rows_per_s") / hour
+
+    def row_hours(s: SourceEstimate) -> float:
+        return wit_hours_per_row if s.kind == "wit" else parse_hours_per_row
+
+    files = [s for s in sources if s.kind != "wikipedia"]
+    read = StageEstimate(
+        "read",
+        sum(s.file_rows for s in files),
+        sum(s.file_rows * row_hours(s) for s in files),
+        None,
+        sum(s.input_bytes for s in files),
+        0,
+        max((s.largest_file_rows * row_hours(s) for s in files), default=0.0),
+    )
+
+    wikis = [s for s in sources if s.kind == "wikipedia"]
+    requests_hours = 0.0
+    html_bytes = 0.0
+    for src, est in zip(manifest.sources, sources, strict=True):
+        if not isinstance(src, WikipediaSource) or not src.api:
+            continue
+        if not src.dump:
+            html_bytes += est.pages * ASSUMPTIONS["wikipedia_bytes_per_page"].value
+        if src.requests_per_second > 0:
+            # A dump asks the API for file facts only: the requests beyond one parse per page.
+            per_page = f.value("wikipedia_requests_per_page") - (1.0 if src.dump else 0.0)
+            requests_hours += est.pages * per_page / src.requests_per_second / hour
+    pages = sum(s.pages for s in wikis)
+    extract_hours = pages / f.per_core("wikipedia_extract_pages_per_s") / hour
+    # The crawl is one element: its pages are extracted one after the other too.
+    crawl = StageEstimate(
+        "crawl",
+        pages,
+        extract_hours,
+        None,
+        round(html_bytes),
+        0,
+        max(requests_hours, extract_hours),
+    )
+
+    # Every English caption is taken to reach the model: the collapse of identical captions and
+    # a translation memory only make it cheaper (an upper bound). Without a model, only the
+    # memory translates, at no cost worth counting.
+    translated = sum(s.translated for s in sources)
+    t = manifest.translation
+    to_model = translated if t.model else 0
+    if translated and not t.model:
+        notes.append("no translation.model: only the memory translates (no model cost)")
+    elif translated and t.memory:
+        notes.append("translation.memory: the captions it holds are not subtracted")
+    rate = _translate_rate(manifest, f, notes)
+    gpu_rate = rate * 8 * ASSUMPTIONS["gpu_speedup_over_8_cores"].value
+    model_bytes = 0
+    if to_model and not os.path.isdir(t.model):
+        model_bytes = round(ASSUMPTIONS["model_download_bytes"].value)
+    translate = StageEstimate(
+        "translate",
+        to_model,
+        to_model / rate / hour,
+        to_model / gpu_rate / hour,
+        model_bytes,
+        0,
+        0.0,
+    )
+
+    # Language ID of the pairs not already in WIT's end-to-end figure.
+    langid_records = translated + sum(s.kept for s in wikis)
+    langid = StageEstimate(
+        "langid",
+        langid_records,
+        langid_records / f.per_core("langid_captions_per_s") / hour,
+        None,
+        0,
+        0,
+        0.0,
+    )
+
+    fetched = sum(s.fetched for s in sources)
+    images = StageEstimate(
+        "images",
+        fetched,
+        fetched / f.per_core("images_per_s") / hour,
+        None,
+        sum(s.image_bytes for s in sources),
+        0,
+        0.0,
+    )
+
+    # Measured at `at` keys and scaled linearly (the search is near-linear at these sizes); the
+    # Beam stage's wall clock on `cores` cores is taken as all of them busy (an upper bound).
+    kept = sum(s.kept for s in sources)
+    beam_stage, groups = f.entries["dedupe_beam_stage_seconds"], f.entries["dedupe_groups_seconds"]
+    dedupe = StageEstimate(
+        "dedupe",
+        kept,
+        beam_stage["value"] * beam_stage.get("cores", 1) * kept / beam_stage["at"] / hour,
+        None,
+        0,
+        0,
+        groups["value"] * kept / groups["at"] / hour,
+    )
+
+    per_row = ASSUMPTIONS["row_bytes"].value
+    if manifest.images.fetch:
+        per_row += ASSUMPTIONS["stored_image_bytes"].value
+    write = StageEstimate("write", kept, None, None, 0, round(kept * per_row), 0.0)
+    return [read, crawl, langid, translate, images, dedupe, write]
+
+
+def estimate(
+    manifest: Manifest,
+    figures: Figures,
+    workers: int,
+    count_limit: int = DEFAULT_COUNT_LIMIT,
+    bandwidth_gbps: float = DEFAULT_BANDWIDTH_GBPS,
+) -> Estimate:
+    """The estimate of building `manifest` on `workers` cores behind a link of `bandwidth_gbps`
+    (every download shares it: a stage never takes less than its bytes over the link)."""
+    if workers < 1:
+        raise EstimateError(f"--workers: must be at least 1, got {workers}")
+    if not bandwidth_gbps > 0:
+        raise EstimateError(f"--bandwidth: must be positive, got {bandwidth_gbps}")
+    notes: list[str] = []
+    sources = estimate_sources(manifest, count_limit)
+    stages = [
+        dataclasses.replace(
+            s,
+            floor_hours=max(s.floor_hours, s.download_bytes * 8 / (bandwidth_gbps * 1e9) / 3600),
+        )
+        for s in estimate_stages(manifest, sources, figures, notes)
+    ]
+    for s in sources:
+        notes += [f"{s.name}: {n}" for n in s.notes]
+    return Estimate(
+        manifest.path, manifest.name, workers, sources, stages, figures, notes, bandwidth_gbps
+    )
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def format_bytes(n: float) -> str:
+    """Decimal units, as disks and bandwidth are sold: 25.0 GB, 1.23 TB."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}" if n < 100 * size else f"{n / size:,.0f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_hours(h: float | None) -> str:
+    if h is None:
+        return "-"
+    return f"{h:,.2f}" if h < 100 else f"{h:,.0f}"
+
+
+def format_wall(h: float) -> str:
+    if h < 1 / 60:
+        return "<1 min"
+    if h < 1:
+        return f"{h * 60:.0f} min"
+    if h < 48:
+        return f"{h:.1f} h"
+    return f"{h / 24:.1f} days"
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r))
+        for r in rows
+    ]
+
+
+def format_estimate(est: Estimate) -> str:
+    """The table for the terminal."""
+    lines = [
+        f"estimate: {est.manifest} ({est.name}), {est.workers} workers (cores), "
+        f"{est.bandwidth_gbps:g} Gbit/s",
+        "",
+    ]
+    rows = [["source", "basis", "read", "kept", "translated", "images", "images download"]]
+    for s in est.sources:
+        rows.append(
+            [
+                s.name,
+                s.basis,
+                f"{s.read:,}",
+                f"{s.kept:,}",
+                f"{s.translated:,}",
+                f"{s.fetched:,}",
+                format_bytes(s.image_bytes),
+            ]
+        )
+    lines += _table(rows, {2, 3, 4, 5, 6})
+    lines.append("")
+    rows = [["stage", "records", "CPU-h", "GPU-h", "download", "output", f"wall @{est.workers}"]]
+    for s in est.stages:
+        rows.append(
+            [
+                s.stage,
+                f"{s.records:,}",
+                format_hours(s.cpu_hours),
+                format_hours(s.gpu_hours),
+                format_bytes(s.download_bytes) if s.download_bytes else "-",
+                format_bytes(s.output_bytes) if s.output_bytes else "-",
+                format_wall(s.wall_hours(est.workers)),
+            ]
+        )
+    rows.append(
+        [
+            "total",
+            f"kept {est.kept:,}",
+            format_hours(est.cpu_hours),
+            format_hours(est.gpu_hours),
+            format_bytes(est.download_bytes),
+            format_bytes(est.output_bytes),
+            format_wall(est.wall_hours),
+        ]
+    )
+    lines += _table(rows, {1, 2, 3, 4, 5, 6})
+    translate = next(s for s in est.stages if s.stage == "translate")
+    lines += [
+        "",
+        f"CPU-hours include the translation on CPU ({format_hours(translate.cpu_hours)} h); on "
+        f"one T4-class GPU it takes {format_hours(translate.gpu_hours)} GPU-hours instead "
+        "(an assumption: no GPU was measured).",
+        "Wall clock is a lower bound: the stages overlap, downloads share the link, and the "
+        "crawl is serial (requests_per_second) whatever the workers.",
+    ]
+    provisional = est.figures.provisional()
+    if provisional:
+        lines.append(f"Provisional figures: {', '.join(provisional)} ({est.figures.path}).")
+    lines += [f"note: {n}" for n in est.notes]
+    return "\n".join(lines)
+
+
+def estimate_json(est: Estimate) -> dict[str, Any]:
+    """Every figure of the estimate, for scripts: the last line `estimate` prints."""
+
+    def stage(s: StageEstimate) -> dict[str, Any]:
+        out = asdict(s)
+        out["wall_hours"] = s.wall_hours(est.workers)
+        return out
+
+    return {
+        "manifest": est.manifest,
+        "name": est.name,
+        "workers": est.workers,
+        "bandwidth_gbps": est.bandwidth_gbps,
+        "sources": [{k: v for k, v in asdict(s).items() if k != "notes"} for s in est.sources],
+        "stages": [stage(s) for s in est.stages],
+        "total": {
+            "kept": est.kept,
+            "cpu_hours": est.cpu_hours,
+            "gpu_hours": est.gpu_hours,
+            "download_bytes": est.download_bytes,
+            "output_bytes": est.output_bytes,
+            "wall_hours": est.wall_hours,
+        },
+        "figures": est.figures.path,
+        "provisional": est.figures.provisional(),
+        "assumptions": {k: asdict(a) for k, a in ASSUMPTIONS.items()},
+        "profiles": {k: asdict(p) for k, p in PROFILES.items()},
+        "notes": est.notes,
+    }

@@ -1,0 +1,260 @@
+"""`python -m pipeline estimate`: the cost table of manifests/full.yaml recomputed by hand from
+benchmarks/figures.json, the demo's inputs counted, one-source manifests, and the CLI's exits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.estimate import (
+    ASSUMPTIONS,
+    FIGURES_PATH,
+    EstimateError,
+    estimate,
+    estimate_json,
+    format_estimate,
+    load_figures,
+)
+from pipeline.manifest import ManifestError, load_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+FULL = REPO / "manifests" / "full.yaml"
+DEMO = REPO / "manifests" / "demo.yaml"
+USER_AGENT = "arabic-pairs/0.1 (https://example.org; you@example.org)"
+# The ten WIT training shards' rows: nine counted by robvanvolt/DALLE-datasets, the tenth their
+# mean (3,704,683).
+WIT_ROWS = 3708026 + 3702075 + 3701785 + 3706924 + 3701161 + 3708106 + 3704684 + 3703736
+WIT_ROWS += 3705646 + 3704683
+
+
+def run_estimate(path: Path, workers: int = 32, count_limit: int = 0, **kw):
+    manifest = load_manifest(str(path), check_paths=False)
+    return estimate(manifest, load_figures(), workers, count_limit, **kw)
+
+
+def write_manifest(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def by_name(items, attr: str) -> dict:
+    return {getattr(i, attr): i for i in items}
+
+
+# ---------------------------------------------------------------------------- manifests/full.yaml
+
+
+def test_full_manifest_sources_come_from_the_real_sources_table():
+    est = run_estimate(FULL)
+    rows = {s.name: (s.basis, s.read, s.kept, s.translated, s.input_bytes) for s in est.sources}
+    assert rows == {
+        "wikipedia": ("table", 2_500_000, 151_252, 0, 0),
+        "wit": ("table", WIT_ROWS, 109_366, 0, 10 * 2_500_000_000),
+        "conceptual_captions": ("table", 3_318_333, 1_427_210, 3_318_333, 500_000_000),
+        "coco": ("table", 414_113, 414_113, 414_113, 241_000_000),
+        "flickr8k": ("table", 40_460, 40_455, 40_460, 3_000_000 + 1_000_000_000),
+    }
+    assert est.kept == 151_252 + 109_366 + 1_427_210 + 414_113 + 40_455
+
+
+def test_full_manifest_translation_and_crawl_recomputed_by_hand_from_figures_json():
+    figures = json.loads(FIGURES_PATH.read_text(encoding="utf-8"))["figures"]
+    beam4 = figures["translate_beam4_sent_per_s"]
+    per_core = beam4["value"] / beam4["cores"]  # 17 captions/s on 2 cores
+    captions = 3_318_333 + 414_113 + 40_460
+    est = run_estimate(FULL, workers=32)
+    stages = by_name(est.stages, "stage")
+
+    translate = stages["translate"]
+    assert translate.records == captions
+    assert translate.cpu_hours == pytest.approx(captions / per_core / 3600)
+    assert translate.cpu_hours == pytest.approx(123.2976, abs=1e-4)
+    gpu_per_s = per_core * 8 * 5320.3 / 1486.5  # the T4 / 8-thread ratio of CTranslate2's README
+    assert translate.gpu_hours == pytest.approx(captions / gpu_per_s / 3600)
+    assert translate.wall_hours(32) == pytest.approx(captions / per_core / 3600 / 32)
+
+    # The crawl: 1.25M pages, 1.31 requests each, 5 requests/s, serial whatever the workers.
+    crawl = stages["crawl"]
+    rpp = figures["wikipedia_requests_per_page"]["value"]
+    assert crawl.floor_hours == pytest.approx(1_250_000 * rpp / 5 / 3600)
+    assert crawl.cpu_hours == pytest.approx(
+        1_250_000 / figures["wikipedia_extract_pages_per_s"]["value"] / 3600
+    )
+    assert est.wall_hours == pytest.approx(1_250_000 * 1.31 / 5 / 3600)  # 91 h: the crawl
+
+    images = stages["images"]
+    fetched = 2_500_000 * 151_252 / 2_500_000 + 109_366 + 3_318_333 + 414_113 + 40_455
+    assert images.records == round(fetched)
+    assert images.cpu_hours == pytest.approx(fetched / (249.0 / 2) / 3600)
+    assert images.download_bytes == (
+        151_252 * 80_000 + 109_366 * 2_000_000 + 1_427_210 * 294_000 + 414_113 * 157_000
+    )
+    assert (
+        stages["read"].download_bytes == 25_000_000_000 + 500_000_000 + 241_000_000 + 1_003_000_000
+    )
+    assert stages["write"].output_bytes == est.kept * (25_000 + 600)
+    assert stages["write"].cpu_hours is None
+
+
+def test_the_table_and_the_json_line_agree():
+    est = run_estimate(FULL, workers=8)
+    table = format_estimate(est)
+    data = estimate_json(est)
+    assert table.startswith("estimate: ") and "8 workers (cores), 1 Gbit/s" in table
+    assert [line.split()[0] for line in table.splitlines()[10:18]] == [
+        "read", "crawl", "langid", "translate", "images", "dedupe", "write", "total",
+    ]  # fmt: skip
+    assert f"kept {est.kept:,}" in table
+    assert "3.8 days" in table  # the crawl's floor
+    assert data["total"]["kept"] == est.kept
+    assert data["total"]["cpu_hours"] == pytest.approx(est.cpu_hours)
+    assert data["provisional"] == ["translate_beam4_sent_per_s", "translate_greedy_sent_per_s"]
+    assert data["assumptions"]["gpu_speedup_over_8_cores"]["value"] == pytest.approx(3.57908, 1e-5)
+    assert data["profiles"]["conceptual_captions"]["survival"] == 1_427_210 / 3_318_333
+    assert set(data["assumptions"]) == set(ASSUMPTIONS)
+
+
+def test_the_full_manifest_needs_its_inputs_to_run_but_not_to_be_estimated():
+    with pytest.raises(ManifestError, match=r"^sources\[1\]\.paths\[0\]: no file matches"):
+        load_manifest(str(FULL))
+    manifest = load_manifest(str(FULL), check_paths=False)
+    assert manifest.sources[1].paths == (str(REPO / "data/wit/wit_v1.train.all-*-of-00010.tsv.gz"),)
+    assert manifest.translation.model == str(REPO / "models" / "opus-mt-en-ar-ct2")
+    assert (manifest.images.size, manifest.output.rows_per_shard) == (256, 10000)
+
+
+# ---------------------------------------------------------------------------- counted inputs
+
+
+def test_the_demo_inputs_exist_and_are_counted_as_a_run_counts_them():
+    est = run_estimate(DEMO, workers=2, count_limit=10_000_000)
+    rows = {s.name: (s.basis, s.read, s.input_bytes) for s in est.sources}
+    # `read` as README's demo accounting prints it; the stand-in wiki's size is not knowable.
+    assert rows == {
+        "wikipedia": ("unknown", 0, 0),
+        "wit": ("counted", 49, 0),
+        "conceptual_captions": ("counted", 16, 0),
+        "coco": ("counted", 21, 0),
+        "flickr8k": ("counted", 25, 0),
+    }
+    assert any("wiki.invalid" in n and "unknown" in n for n in est.notes)
+    # No model in the demo manifest: only its memory translates.
+    assert by_name(est.stages, "stage")["translate"].records == 0
+
+
+def test_a_local_file_over_the_count_limit_is_taken_from_the_table_by_its_name(tmp_path):
+    cc = tmp_path / "Train_GCC-training.tsv"
+    cc.write_text("a dog .\thttp://example.org/1.jpg\n", encoding="utf-8")
+    source = "sources:\n  - kind: conceptual_captions\n    paths: [{}]\n"
+    path = write_manifest(tmp_path, source.format("Train_GCC-training.tsv"))
+    counted = run_estimate(path, count_limit=1000).sources[0]
+    assert (counted.basis, counted.read, counted.input_bytes) == ("counted", 1, 0)
+    tabled = run_estimate(path, count_limit=0).sources[0]
+    assert (tabled.basis, tabled.read, tabled.input_bytes) == ("table", 3_318_333, 0)
+
+    cc.rename(tmp_path / "mine.tsv")
+    mine = write_manifest(tmp_path, source.format("mine.tsv"))
+    with pytest.raises(EstimateError, match=r"^sources\[0\]\.paths\[0\]: 'mine.tsv' is not a file"):
+        run_estimate(mine, count_limit=0)
+
+
+def test_the_real_flickr8k_token_file_counts_what_the_table_says(shared_samples, tmp_path):
+    token = shared_samples / "Flickr8k.token.pristine.txt"
+    path = write_manifest(
+        tmp_path,
+        f"sources:\n  - kind: flickr8k\n    captions: {token}\n    images: {tmp_path}/none\n",
+    )
+    src = run_estimate(path, count_limit=10_000_000).sources[0]
+    # Counted through the reader; the image archive is still to download.
+    assert (src.basis, src.read, src.kept, src.input_bytes) == ("counted", 40_460, 40_455, 10**9)
+
+
+# ---------------------------------------------------------------------------- one source
+
+
+def test_a_manifest_of_two_wit_shards(tmp_path):
+    path = write_manifest(
+        tmp_path,
+        "sources:\n  - kind: wit\n    paths: ['wit/wit_v1.train.all-0000[01]-of-00010.tsv.gz']\n"
+        "images:\n  fetch: false\n",
+    )
+    est = run_estimate(path, workers=4)
+    [wit] = est.sources
+    assert (wit.read, wit.input_bytes, wit.largest_file_rows) == (7_410_101, 5 * 10**9, 3_708_026)
+    stages = by_name(est.stages, "stage")
+    assert stages["read"].cpu_hours == pytest.approx(7_410_101 * 0.0121 / 1e6)
+    # Without images: no downloads of them, and rows of 600 bytes.
+    assert (stages["images"].records, stages["images"].download_bytes) == (0, 0)
+    assert stages["write"].output_bytes == wit.kept * 600
+    # One worker reads a shard: the largest one is the read's floor (2.7 minutes) ...
+    assert stages["read"].floor_hours == pytest.approx(3_708_026 * 0.0121 / 1e6)
+    # ... unless the link is slower: 5 GB at 0.1 Gbit/s take 400 s.
+    slow = run_estimate(path, bandwidth_gbps=0.1)
+    assert slow.wall_hours == pytest.approx(5e9 * 8 / 0.1e9 / 3600)
+
+
+def test_a_crawl_of_a_limited_number_of_pages(tmp_path):
+    path = write_manifest(
+        tmp_path,
+        f"sources:\n  - kind: wikipedia\n    api: https://ar.wikipedia.org/w/api.php\n"
+        f"    user_agent: '{USER_AGENT}'\n    limit: 1000\n    requests_per_second: 2\n"
+        "translation:\n  beam_size: 1\n",
+    )
+    [wiki] = run_estimate(path).sources
+    assert (wiki.basis, wiki.pages, wiki.read, wiki.kept) == ("limit", 1000, 2000, 121)
+    crawl = by_name(run_estimate(path).stages, "stage")["crawl"]
+    assert crawl.floor_hours == pytest.approx(1000 * 1.31 / 2 / 3600)
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def test_the_command_prints_the_table_then_one_json_line(capsys):
+    assert main(["estimate", str(FULL), "--workers", "16", "--count-limit", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"estimate: {FULL} (arabic-pairs-full), 16 workers")
+    data = json.loads(out[-1])
+    assert data["workers"] == 16
+    assert data["total"]["kept"] == 2_142_396
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "error: --workers: must be at least 1, got 0"),
+        (["--bandwidth", "0"], "error: --bandwidth: must be positive, got 0.0"),
+        (["--figures", "nowhere.json"], "error: nowhere.json: cannot read the benchmark figures"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(args, message, capsys):
+    assert main(["estimate", str(FULL), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_a_bad_manifest_exits_2_naming_the_key(tmp_path, capsys):
+    path = write_manifest(tmp_path, "sources:\n  - kind: wit\n    pathz: [x.tsv]\n")
+    assert main(["estimate", str(path)]) == 2
+    assert capsys.readouterr().err == "error: sources[0].pathz: unknown key\n"
+    path = write_manifest(tmp_path, "sources:\n  - kind: wit\n    paths: [wit/x-*.tsv]\n")
+    assert main(["estimate", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("error: sources[0].paths[0]: no local file matches")
+
+
+def test_figures_missing_a_value_are_refused(tmp_path):
+    figures = json.loads(FIGURES_PATH.read_text(encoding="utf-8"))
+    figures["figures"]["images_per_s"]["value"] = "fast"
+    bad = tmp_path / "figures.json"
+    bad.write_text(json.dumps(figures), encoding="utf-8")
+    with pytest.raises(EstimateError, match=r"figures\.images_per_s\.value: expected a positive"):
+        load_figures(bad)
+
+
+def test_beam_options_are_refused():
+    with pytest.raises(SystemExit) as exit_:
+        main(["estimate", str(FULL), "--runner", "DirectRunner"])
+    assert exit_.value.code == 2
