@@ -1,5 +1,6 @@
 """The command line: `python -m pipeline run MANIFEST --output DIR [beam options …]` builds a
-dataset; `python -m pipeline report DIR` writes `DIR/report.html`, a page that shows it.
+dataset; `python -m pipeline report DIR` writes `DIR/report.html`, a page that shows it;
+`python -m pipeline estimate MANIFEST [--workers N]` prints what a build would cost.
 
 Unknown `--flags` are Beam pipeline options and go to Beam untouched. The exit status is 0
 only when the output is complete: every shard written and every source's books balanced.
@@ -8,8 +9,10 @@ only when the output is complete: every shard written and every source's books b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
 
 # Beam warns about optional GCP clients and a resource module nobody here asked for.
@@ -20,21 +23,14 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
+from pipeline import progress  # noqa: E402
 from pipeline.build import build_pipeline, check_buildable  # noqa: E402
+from pipeline.images import resolve_cache  # noqa: E402
 from pipeline.manifest import ManifestError, load_manifest  # noqa: E402
 from pipeline.stats import check_stats  # noqa: E402
 from pipeline.write import DATA_DIR, join, shard_count, shard_name  # noqa: E402
 
 log = logging.getLogger("arabic-pairs")
-
-
-def _remove_old_shards(output_dir: str) -> None:
-    """Shards of an earlier run would mix with this run's under `data/train-*`."""
-    pattern = join(output_dir, DATA_DIR, "train-*.parquet")
-    old = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-    if old:
-        log.info("removing %d shard(s) of an earlier run in %s", len(old), output_dir)
-        FileSystems.delete(old)
 
 
 def _read_stats(output_dir: str) -> dict:
@@ -58,7 +54,12 @@ def format_accounting(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
+def run(
+    manifest_path: str, output_dir: str, beam_args: list[str], show_progress: bool | None = None
+) -> int:
+    """Builds the dataset; `show_progress` (None: when stderr is a terminal) prints progress
+    lines on stderr while it runs. The new output replaces the old one only once it is whole
+    (`pipeline.write.commit`), so nothing is removed beforehand."""
     try:
         manifest = load_manifest(manifest_path)
         check_buildable(manifest)
@@ -67,8 +68,15 @@ def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
         return 2
     with FileSystems.open(manifest_path) as f:
         manifest_text = f.read().decode("utf-8")
-    _remove_old_shards(output_dir)
+    manifest = dataclasses.replace(manifest, images=resolve_cache(manifest.images, output_dir))
+    # Beam 2.77's default DirectRunner first tries to download the Prism binary and quietly
+    # falls back when it cannot: name the runner it falls back to, so that a run behaves the
+    # same online and offline. A user's --runner is kept.
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = ["--runner", "FnApiRunner", *beam_args]
     options = PipelineOptions(beam_args)
+    if sys.stderr.isatty() if show_progress is None else show_progress:
+        progress.start()
     try:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, manifest, output_dir, manifest_text)
@@ -76,6 +84,8 @@ def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
         message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         print(f"error: the run failed: {message}", file=sys.stderr)
         return 1
+    finally:
+        progress.stop()
 
     stats = _read_stats(output_dir)
     problems = check_stats(stats)
@@ -85,6 +95,9 @@ def run(manifest_path: str, output_dir: str, beam_args: list[str]) -> int:
     ]
     print(f"output: {output_dir}")
     print(format_accounting(stats))
+    image_cache = manifest.images.cache if manifest.images.fetch else None
+    for line in progress.reuse_lines(progress.counter_totals(p.result), image_cache):
+        print(line)
     if stats["kept"] == 0:
         print(
             "warning: no pair was kept; the empty shard has every column, but "
@@ -111,6 +124,34 @@ def report(output_dir: str) -> int:
     return 0
 
 
+def estimate(
+    manifest_path: str,
+    workers: int | None = None,
+    figures: str | None = None,
+    count_limit: int | None = None,
+    bandwidth: float | None = None,
+) -> int:
+    """Prints the cost table of a manifest whose inputs need not exist, then one JSON line.
+    None: this machine's cores, benchmarks/figures.json, and the defaults of pipeline.estimate."""
+    from pipeline import estimate as cost
+
+    try:
+        manifest = load_manifest(manifest_path, check_paths=False)
+        result = cost.estimate(
+            manifest,
+            cost.load_figures(figures),
+            workers if workers is not None else os.cpu_count() or 1,
+            cost.DEFAULT_COUNT_LIMIT if count_limit is None else count_limit,
+            cost.DEFAULT_BANDWIDTH_GBPS if bandwidth is None else bandwidth,
+        )
+    except (ManifestError, cost.EstimateError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(cost.format_estimate(result))
+    print(json.dumps(cost.estimate_json(result), ensure_ascii=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="arabic-pairs", description="Build the Arabic image-text dataset."
@@ -123,18 +164,56 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_cmd.add_argument("manifest", help="the manifest YAML")
     run_cmd.add_argument("--output", required=True, help="the output folder (local or gs://…)")
+    run_cmd.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a line per stage on stderr every few seconds while the run works "
+        "(default: on when stderr is a terminal)",
+    )
     report_cmd = commands.add_parser(
         "report", help="write DIR/report.html: plots, the accounting and sample pairs of an output"
     )
     report_cmd.add_argument("output", metavar="DIR", help="an output folder (local or gs://…)")
+    estimate_cmd = commands.add_parser(
+        "estimate",
+        help="print the CPU/GPU-hours, downloads, output size and wall clock of a build",
+        epilog="The manifest's inputs need not exist; small local ones are counted.",
+    )
+    estimate_cmd.add_argument("manifest", help="the manifest YAML")
+    estimate_cmd.add_argument(
+        "--workers", type=int, default=None, help="cores working at once (default: this machine's)"
+    )
+    estimate_cmd.add_argument(
+        "--figures", default=None, help="benchmark figures (default: benchmarks/figures.json)"
+    )
+    estimate_cmd.add_argument(
+        "--count-limit",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="local inputs up to this many bytes in all are read to count their records "
+        "(default: 100 MB; 0: count nothing)",
+    )
+    estimate_cmd.add_argument(
+        "--bandwidth",
+        type=float,
+        default=None,
+        metavar="GBITS",
+        help="the link every download shares, in Gbit/s (default: 1)",
+    )
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("arabic-pairs").setLevel(logging.INFO)
+    if args.command == "estimate":
+        if beam_args:
+            parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+        return estimate(args.manifest, args.workers, args.figures, args.count_limit, args.bandwidth)
     if args.command == "report":
         if beam_args:
             parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
         return report(args.output)
-    return run(args.manifest, args.output, beam_args)
+    return run(args.manifest, args.output, beam_args, args.progress)
 
 
 if __name__ == "__main__":

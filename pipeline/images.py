@@ -26,6 +26,11 @@ is never held up by CPU work. Every address a request goes to must be public unl
 `allow_private_hosts` (see `AddressPolicy`); redirects are followed here, hop by hop, so each
 hop is checked. `X-Robots-Tag: noai` / `noimageai` is honoured before the body is read.
 
+The image cache (`images.cache`, see `ImageCache`) keeps the stored image of every URL that was
+kept, so a rerun or a resumed run into the same output folder downloads only what it has not
+stored yet. Local files are not cached (reading them is what a download would replace), and
+neither are drops: a 404 or a timeout may recover by the next run.
+
 Drop reasons: `no_image`, `bad_url`, `private_address`, `connection_error`, `timeout`,
 `http_<status>` for any final status that is neither 2xx nor a redirect (`http_404`,
 `http_429` when retries or the deadline ran out, `http_503` ...), `too_many_redirects`,
@@ -38,15 +43,20 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import io
 import ipaddress
+import json
+import logging
 import math
 import os
 import re
 import socket
 import struct
+import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -55,6 +65,7 @@ from urllib.parse import urljoin, urlsplit
 import apache_beam as beam
 import imagehash
 import numpy as np
+import PIL
 import requests
 import urllib3
 from apache_beam.io.filesystem import CompressionTypes
@@ -67,8 +78,11 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
+from pipeline import progress
 from pipeline.manifest import ImagesConfig
 from pipeline.records import DROPPED, Drop, Pair, drop, failed
+
+log = logging.getLogger(__name__)
 
 STAGE = "images"
 
@@ -434,15 +448,173 @@ def store_image(data: bytes, config: ImagesConfig, use_draft: bool = True) -> St
     )
 
 
+# ---------------------------------------------------------------------------- the cache
+
+CACHE_DIR = "cache/images"  # under the output folder, for `images.cache: auto`
+CACHE_MAGIC = b"arabic-pairs image cache 1\n"
+# Cache write failures logged one by one per worker; the rest are only counted.
+LOGGED_CACHE_ERRORS = 5
+
+
+def resolve_cache(config: ImagesConfig, output_dir: str) -> ImagesConfig:
+    """`config` with `cache: auto` made concrete for a run into `output_dir`: the folder
+    `DIR/cache/images` when the output is local, off (`False`) when it is a filesystem URL
+    (`gs://`: millions of small objects cost more than the downloads they save)."""
+    if config.cache != "auto":
+        return config
+    if "://" in output_dir:
+        return dataclasses.replace(config, cache=False)
+    return dataclasses.replace(config, cache=os.path.join(os.path.abspath(output_dir), CACHE_DIR))
+
+
+def cache_settings(config: ImagesConfig) -> dict[str, Any]:
+    """What decides the stored image of a body: a cache entry is only reused under the same."""
+    return {
+        "pillow": PIL.__version__,
+        "imagehash": imagehash.__version__,
+        **{
+            key: getattr(config, key)
+            for key in (
+                "resize",
+                "size",
+                "format",
+                "quality",
+                "min_size",
+                "max_pixels",
+                "max_bytes",
+                "allow_private_hosts",
+                "respect_noai",
+            )
+        },
+    }
+
+
+class ImageCache:
+    """The stored image of each URL already kept, in the folder `root` (local or any Beam
+    filesystem); safe to share among threads.
+
+    What is cached is the stored image and its facts (a few tens of kB, not the original
+    download, which can be 100 times larger), so a hit skips the download and the decode and
+    gives the same bytes, pHash and sha256 as the run that stored it. The key is the sha256 of
+    the normalised `image_url` (`normalize_url`; not the `url_map`ped address, which may change
+    between runs, as the demo's port does). Entries live under a digest of the settings that
+    decide the stored image (`cache_settings`: size, format, quality, limits, the Pillow
+    version), so changing `images.size` never serves an image of the old size:
+
+        ROOT/SETTINGS/ab/ab12…(sha256 of the URL)
+
+    An entry is `CACHE_MAGIC`, one JSON line of facts (the URL among them), then the bytes. It
+    is written under a temporary name and renamed, so a killed run leaves whole entries or none;
+    an entry that does not read back whole (a wrong digest) is a miss and is written again.
+    Nothing expires: delete the folder to fetch everything again.
+    """
+
+    def __init__(self, root: str, config: ImagesConfig):
+        digest = hashlib.sha256(
+            json.dumps(cache_settings(config), sort_keys=True).encode("utf-8")
+        ).hexdigest()[:16]
+        self.root = root
+        self._folder = _join(root, digest)
+        self._lock = threading.Lock()
+        self._hits = self._misses = self._write_errors = 0
+
+    def path(self, url: str) -> str:
+        """Where the entry of `url` (an `image_url`) lives; raises `Rejected` for a bad URL."""
+        key = hashlib.sha256(normalize_url(url).encode("utf-8")).hexdigest()
+        return _join(self._folder, key[:2], key)
+
+    def get(self, url: str) -> StoredImage | None:
+        """The stored image of `url`, or None: a miss (counted), or a bad URL (not counted: it
+        is never downloaded)."""
+        try:
+            path = self.path(url)
+        except Rejected:
+            return None
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                stored = _decode_entry(f.read())
+        except Exception:  # noqa: BLE001 - absent or unreadable: either way a miss
+            stored = None
+        with self._lock:
+            if stored is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        return stored
+
+    def put(self, url: str, stored: StoredImage) -> None:
+        """Keep `stored` for `url`; a failure (a full disk) is logged and counted, never raised:
+        the pair is kept all the same."""
+        path = self.path(url)
+        folder, name = path.rsplit("/", 1)
+        tmp = _join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+        facts = {
+            "url": normalize_url(url),
+            "width": stored.width,
+            "height": stored.height,
+            "phash": stored.phash,
+            "sha256": stored.sha256,
+            "mime_type": stored.mime_type,
+            "extension": stored.extension,
+        }
+        try:
+            with FileSystems.create(tmp) as f:
+                f.write(CACHE_MAGIC + json.dumps(facts).encode("utf-8") + b"\n" + stored.data)
+            FileSystems.rename([tmp], [path])
+        except Exception as err:  # noqa: BLE001 - the cache is an optimisation
+            with self._lock:
+                self._write_errors += 1
+                errors = self._write_errors
+            if errors <= LOGGED_CACHE_ERRORS:
+                log.warning("image cache: cannot write %s: %s", path, err)
+
+    def take_counts(self) -> tuple[int, int, int]:
+        """(hits, misses, write errors) since the last call."""
+        with self._lock:
+            counts = self._hits, self._misses, self._write_errors
+            self._hits = self._misses = self._write_errors = 0
+        return counts
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if "://" in base else os.path.join(base, *parts)
+
+
+def _decode_entry(raw: bytes) -> StoredImage | None:
+    if not raw.startswith(CACHE_MAGIC):
+        return None
+    header, sep, data = raw[len(CACHE_MAGIC) :].partition(b"\n")
+    if not sep:
+        return None
+    facts = json.loads(header)
+    if hashlib.sha256(data).hexdigest() != facts["sha256"]:
+        return None
+    return StoredImage(
+        data=data,
+        width=facts["width"],
+        height=facts["height"],
+        phash=facts["phash"],
+        sha256=facts["sha256"],
+        mime_type=facts["mime_type"],
+        extension=facts["extension"],
+    )
+
+
 # ---------------------------------------------------------------------------- fetching
 
 
 class ImageFetcher:
     """Gets (`load`: I/O) and verifies, hashes and stores (`store`: CPU) the image of a pair;
-    safe to share among threads. Neither step raises: a failure is the pair's `Drop`."""
+    safe to share among threads. Neither step raises: a failure is the pair's `Drop`.
+
+    With a cache (`config.cache` a folder; `auto` must have been resolved by `resolve_cache`,
+    unresolved it means none), `load` answers a URL already stored with the finished pair and
+    `store` keeps what it stored for the next run."""
 
     def __init__(self, config: ImagesConfig, trusted_networks: Sequence[str] = ()):
         self.config = config
+        use_cache = isinstance(config.cache, str) and config.cache != "auto"
+        self.cache = ImageCache(config.cache, config) if use_cache else None
         self.policy = AddressPolicy(config.allow_private_hosts, trusted_networks)
         self.user_agent = config.user_agent or DEFAULT_USER_AGENT
         self._robots_token = re.match(r"[^/\s]*", self.user_agent).group(0).lower()
@@ -482,14 +654,19 @@ class ImageFetcher:
     def fetch(self, pair: Pair) -> Pair | Drop:
         """`load` then `store`, in this thread."""
         data = self.load(pair)
-        return data if isinstance(data, Drop) else self.store(pair, data)
+        return data if isinstance(data, (Pair, Drop)) else self.store(pair, data)
 
-    def load(self, pair: Pair) -> bytes | Drop:
-        """The bytes of a pair's image (I/O only), or its `Drop`; never raises."""
+    def load(self, pair: Pair) -> bytes | Pair | Drop:
+        """The bytes of a pair's image (I/O only), the finished pair when the cache has its
+        URL, or its `Drop`; never raises."""
         try:
             if pair.image_path:
                 return self.read_file(pair.image_path)
             if pair.image_url:
+                if self.cache is not None:
+                    cached = self.cache.get(pair.image_url)
+                    if cached is not None:
+                        return with_image(pair, cached)
                 return self.download(pair.image_url)
             return drop(pair, "no_image")
         except Rejected as rejected:
@@ -506,16 +683,9 @@ class ImageFetcher:
             return drop(pair, rejected.reason, rejected.detail)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
             return failed(pair, STAGE, err)
-        # `image_path` keeps the source location (dedupe counts locations); the output's
-        # `image.path` is a file name made by the writer.
-        return pair._replace(
-            image_bytes=stored.data,
-            phash=stored.phash,
-            sha256=stored.sha256,
-            width=stored.width,
-            height=stored.height,
-            mime_type=stored.mime_type,
-        )
+        if self.cache is not None and pair.image_url and not pair.image_path:
+            self.cache.put(pair.image_url, stored)
+        return with_image(pair, stored)
 
     def read_file(self, path: str) -> bytes:
         limit = self.config.max_bytes
@@ -616,6 +786,19 @@ class ImageFetcher:
             chunks.append(chunk)
 
 
+def with_image(pair: Pair, stored: StoredImage) -> Pair:
+    """`pair` with its stored image and what describes it. `image_path` keeps the source
+    location (dedupe counts locations); the output's `image.path` is a name the writer makes."""
+    return pair._replace(
+        image_bytes=stored.data,
+        phash=stored.phash,
+        sha256=stored.sha256,
+        width=stored.width,
+        height=stored.height,
+        mime_type=stored.mime_type,
+    )
+
+
 class FetchScheduler:
     """Loads images on one thread pool and stores them on another, keeping at most
     `concurrency` loads in flight, at most `per_host` of them for one host, and at most
@@ -681,7 +864,7 @@ class FetchScheduler:
                 if host is not None:
                     self._host_loading[host] -= 1
                 data = future.result()
-                if isinstance(data, Drop):
+                if isinstance(data, (Pair, Drop)):  # a drop, or a pair the cache finished
                     self._buffered -= 1
                     finished.append((tag, data, 0))
                 else:
@@ -734,7 +917,8 @@ class _FetchImagesFn(beam.DoFn):
     """Fetches the pairs of a bundle concurrently: `process` hands each pair to the scheduler and
     emits whatever has finished; `finish_bundle` waits for the rest. Each pair leaves in the
     window and with the timestamp it came in with. At most 2 x `concurrency` pairs are held, so
-    a bundle's memory is bounded by that many images (`max_bytes` each at worst)."""
+    a bundle's memory is bounded by that many images (`max_bytes` each at worst). `total`, the
+    number of pairs of the stage, is for the progress line only."""
 
     def __init__(self, config: ImagesConfig, trusted_networks: Sequence[str]):
         self._config = config
@@ -743,6 +927,10 @@ class _FetchImagesFn(beam.DoFn):
         self._dropped = Metrics.counter(STAGE, "dropped")
         self._bytes = Metrics.counter(STAGE, "bytes_read")
         self._stored_bytes = Metrics.counter(STAGE, "bytes_stored")
+        self._cache_hits = Metrics.counter(STAGE, "cache_hits")
+        self._cache_misses = Metrics.counter(STAGE, "cache_misses")
+        self._cache_write_errors = Metrics.counter(STAGE, "cache_write_errors")
+        self._total: int | None = None
 
     def setup(self):
         _set_pillow_bomb_guard(self._config.max_pixels)
@@ -766,7 +954,14 @@ class _FetchImagesFn(beam.DoFn):
             2 * c.concurrency,
         )
 
-    def process(self, pair, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+    def process(
+        self,
+        pair,
+        total: int | None = None,
+        timestamp=beam.DoFn.TimestampParam,
+        window=beam.DoFn.WindowParam,
+    ):
+        self._total = total
         self._scheduler.submit(pair, (timestamp, window))
         yield from self._emit(self._scheduler.ready())
         while self._scheduler.full:
@@ -784,6 +979,7 @@ class _FetchImagesFn(beam.DoFn):
 
     def _emit(self, finished):
         for (timestamp, window), result, nbytes in finished:
+            progress.advance(STAGE, total=self._total, unit="pairs")
             self._bytes.inc(nbytes)
             if isinstance(result, Drop):
                 self._dropped.inc()
@@ -793,6 +989,12 @@ class _FetchImagesFn(beam.DoFn):
                 self._kept.inc()
                 self._stored_bytes.inc(len(result.image_bytes))
                 yield WindowedValue(result, timestamp, (window,))
+        # The cache counts in the load and store threads, where Beam counters are not bound.
+        if self._fetcher.cache is not None:
+            hits, misses, write_errors = self._fetcher.cache.take_counts()
+            self._cache_hits.inc(hits)
+            self._cache_misses.inc(misses)
+            self._cache_write_errors.inc(write_errors)
 
 
 def _cpu_count() -> int:
@@ -806,7 +1008,9 @@ class FetchImages(beam.PTransform):
     """Gets, verifies, hashes and stores the image of every pair. Returns `(pairs, dropped)`.
 
     With `config.fetch` False the pairs pass through untouched (URL-only rows) and nothing is
-    dropped. `trusted_networks` is for tests only (see `AddressPolicy`).
+    dropped. `config.cache` is a folder (see `ImageCache`), or `auto` resolved against the
+    output folder first (`resolve_cache`; unresolved, no cache), or False. `trusted_networks`
+    is for tests only (see `AddressPolicy`).
     """
 
     def __init__(self, config: ImagesConfig, *, trusted_networks: Sequence[str] = ()):
@@ -818,12 +1022,16 @@ class FetchImages(beam.PTransform):
         if not self._config.fetch:
             none = pairs.pipeline | "NoDrops" >> beam.Create([]).with_output_types(Drop)
             return pairs, none
+        # How many there are, for the ETA of the progress line (the Reshuffle holds them anyway).
+        total = beam.pvalue.AsSingleton(
+            pairs | "CountForProgress" >> beam.combiners.Count.Globally()
+        )
         fetched = (
             pairs
             # Readers emit a shard's pairs from one worker; spread the slow fetches out.
             | "Spread" >> beam.Reshuffle()
             | "Fetch"
-            >> beam.ParDo(_FetchImagesFn(self._config, self._trusted_networks)).with_outputs(
+            >> beam.ParDo(_FetchImagesFn(self._config, self._trusted_networks), total).with_outputs(
                 DROPPED, main="kept"
             )
         )

@@ -200,6 +200,10 @@ class ImagesConfig:
     # URL prefixes fetched from elsewhere: a mirror, a cache, or the demo's local server. The
     # `image_url` column keeps the original. A YAML mapping {from-prefix: to-prefix}.
     url_map: tuple[tuple[str, str], ...] = ()
+    # The stored image of every URL kept, reused by reruns (pipeline.images.ImageCache): `auto`
+    # (DIR/cache/images for a local output, off for gs:// and other URLs), a folder (relative
+    # to the manifest), or false. `true` is `auto`.
+    cache: str | bool = "auto"
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
+        if isinstance(value, bool) and bool in options:  # `cache: str | bool`
+            return value
         return _convert(value, options[0], where)
     if origin is tuple and typing.get_origin(typing.get_args(hint)[0]) is tuple:
         # A mapping given as YAML `{key: value}`, kept as ordered (key, value) pairs.
@@ -331,7 +337,7 @@ def _must_exist(path: str, where: str, folder: bool = False) -> None:
             _check(os.access(meta.path, os.R_OK), where, f"cannot read {meta.path!r}")
 
 
-def _check_source(src: Source, where: str, base: str) -> Source:
+def _check_source(src: Source, where: str, base: str, check_paths: bool = True) -> Source:
     updates = {}
     for key in [f.name for f in dataclasses.fields(src) if f.name in PATH_KEYS]:
         value = getattr(src, key)
@@ -340,10 +346,12 @@ def _check_source(src: Source, where: str, base: str) -> Source:
         if isinstance(value, tuple):
             resolved = tuple(_resolve(p, base) for p in value)
             for i, p in enumerate(resolved):
-                _must_exist(p, f"{where}.{key}[{i}]")
+                if check_paths:
+                    _must_exist(p, f"{where}.{key}[{i}]")
         else:
             resolved = _resolve(value, base)
-            _must_exist(resolved, f"{where}.{key}", folder=key in ("images", "image_root"))
+            if check_paths:
+                _must_exist(resolved, f"{where}.{key}", folder=key in ("images", "image_root"))
         updates[key] = resolved
     if isinstance(src, WikipediaSource):
         _check(bool(src.api or src.dump), where, "give 'api' (a live crawl) or 'dump'")
@@ -430,8 +438,12 @@ def _check_sections(m: Manifest) -> None:
     _check(m.output.rows_per_shard > 0, "output.rows_per_shard", "must be positive")
 
 
-def parse_manifest(raw: Any, base: str, path: str = "") -> Manifest:
-    """A validated `Manifest` from already-loaded YAML; paths resolve against `base`."""
+def parse_manifest(raw: Any, base: str, path: str = "", *, check_paths: bool = True) -> Manifest:
+    """A validated `Manifest` from already-loaded YAML; paths resolve against `base`.
+
+    `check_paths=False` skips the checks that input files and the model exist (paths are still
+    resolved): `python -m pipeline estimate` plans a build whose inputs are not downloaded yet.
+    """
     _check(isinstance(raw, dict), "manifest", "expected a mapping at the top level")
     for key in raw:
         _check(key in ("name", "sources", *SECTIONS), key, "unknown key")
@@ -456,7 +468,7 @@ def parse_manifest(raw: Any, base: str, path: str = "") -> Manifest:
         seen[kind] = seen.get(kind, 0) + 1
         name_in_stats = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
         src = dataclasses.replace(src, name=name_in_stats)
-        sources.append(_check_source(src, where, base))
+        sources.append(_check_source(src, where, base, check_paths))
 
     sections = {}
     for key, cls in SECTIONS.items():
@@ -473,15 +485,19 @@ def parse_manifest(raw: Any, base: str, path: str = "") -> Manifest:
     )
     for key in ("model", "memory"):
         value = getattr(sections["translation"], key)
-        if value:
+        if value and check_paths:
             _must_exist(value, f"translation.{key}", folder=key == "model")
+    cache = sections["images"].cache
+    if cache is True or (isinstance(cache, str) and cache != "auto"):
+        cache = "auto" if cache is True else _resolve(cache, base)
+        sections["images"] = dataclasses.replace(sections["images"], cache=cache)
     manifest = Manifest(name=name, sources=tuple(sources), path=path, **sections)
     _check_sections(manifest)
     return manifest
 
 
-def load_manifest(path: str) -> Manifest:
-    """Read and validate the manifest at `path`."""
+def load_manifest(path: str, *, check_paths: bool = True) -> Manifest:
+    """Read and validate the manifest at `path` (`check_paths`: see `parse_manifest`)."""
     try:
         with FileSystems.open(path) as f:
             text = f.read().decode("utf-8")
@@ -499,4 +515,4 @@ def load_manifest(path: str) -> Manifest:
         problem = " ".join(str(problem).split())
         raise ManifestError(f"{path}: line {line} invalid YAML ({problem})") from err
     base = os.path.dirname(os.path.abspath(path)) if "://" not in path else path.rsplit("/", 1)[0]
-    return parse_manifest(raw, base, path)
+    return parse_manifest(raw, base, path, check_paths=check_paths)

@@ -5,6 +5,16 @@ holds about `rows_per_shard` rows) and sorted by id inside a shard: the same inp
 same files on any runner. Every shard index is written, empty ones included, so the names
 `train-XXXXX-of-NNNNN.parquet` always form a complete set. Each file is written under a temporary
 name and renamed, so a retried bundle never leaves half a shard.
+
+A reader of the output folder never sees a half-written dataset, and a run that fails or is
+killed leaves the previous output as it was: the shards, card and stats are written into a
+staging folder beside the output (`DIR/.incoming-RUN/`, same filesystem) and swapped in only
+once all are written (`commit`). For a local folder the swap is two renames of `data/` (the old
+one aside, the new one in: a reader sees the old set or the new one, each whole), then the card
+and `stats.json` replaced, `stats.json` last; the old shards are deleted after. Object stores
+have no folder rename: there each new shard is moved in, then the old shards that are not in the
+new set are deleted, then the card and stats. Staging folders of killed runs are removed by the
+next run's commit.
 """
 
 from __future__ import annotations
@@ -12,7 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import posixpath
+import shutil
+import uuid
 
 import apache_beam as beam
 import pyarrow as pa
@@ -20,9 +33,13 @@ import pyarrow.parquet as pq
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import progress
 from pipeline.records import COLUMN_DOCS, SCHEMA, to_row
 
 DATA_DIR = "data"
+STAGING_PREFIX = ".incoming-"
+# The files of the output folder that a run replaces; anything else there is left alone.
+COMMITTED_FILES = ("README.md", "stats.json")  # stats.json last: it says the output is whole
 
 
 def hf_features():
@@ -159,9 +176,62 @@ def dataset_card(
     return "\n".join(lines) + "\n"
 
 
+def _is_shard(name: str) -> bool:
+    """A shard of some run, or the temporary name of one (`write_bytes`)."""
+    return name.startswith(("train-", ".train-")) and name.endswith((".parquet", ".parquet.tmp"))
+
+
+def commit(output_dir: str, staging: str, shard_names: list[str]) -> None:
+    """Swap the output staged in `staging` (`data/` with `shard_names`, the card, the stats)
+    into `output_dir`, then remove the shards of the earlier output and the staging folders of
+    killed runs. Running it again after it finished changes nothing (a retried bundle)."""
+    if "://" in output_dir:
+        _commit_by_file(output_dir, staging, shard_names)
+        return
+    staged, data = os.path.join(staging, DATA_DIR), os.path.join(output_dir, DATA_DIR)
+    if os.path.isdir(staged):  # not swapped in yet
+        replaced = os.path.join(staging, "replaced")
+        if os.path.isdir(data):
+            os.rename(data, replaced)
+        os.rename(staged, data)
+        # What else was kept in data/ (not ours) stays there.
+        if os.path.isdir(replaced):
+            for name in os.listdir(replaced):
+                if not _is_shard(name):
+                    os.rename(os.path.join(replaced, name), os.path.join(data, name))
+    for name in COMMITTED_FILES:
+        if os.path.exists(os.path.join(staging, name)):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    for entry in os.listdir(output_dir):
+        if entry.startswith(STAGING_PREFIX):  # ours, and any a killed run left
+            shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
+
+
+def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> None:
+    staged = [join(staging, DATA_DIR, name) for name in shard_names]
+    present = [path for path in staged if FileSystems.exists(path)]
+    FileSystems.rename(
+        present, [join(output_dir, DATA_DIR, posixpath.basename(p)) for p in present]
+    )
+    pattern = join(output_dir, DATA_DIR, "train-*.parquet")
+    old = [
+        m.path
+        for m in FileSystems.match([pattern])[0].metadata_list
+        if posixpath.basename(m.path) not in shard_names
+    ]
+    if old:
+        FileSystems.delete(old)
+    for name in COMMITTED_FILES:
+        source, target = join(staging, name), join(output_dir, name)
+        if FileSystems.exists(source):
+            if FileSystems.exists(target):
+                FileSystems.delete([target])
+            FileSystems.rename([source], [target])
+
+
 class _WriteShard(beam.DoFn):
-    def __init__(self, output_dir: str):
-        self._output_dir = output_dir
+    def __init__(self, staging: str):
+        self._staging = staging
         self._schema = None
 
     def setup(self):
@@ -170,21 +240,26 @@ class _WriteShard(beam.DoFn):
     def process(self, keyed, count):
         index, items = keyed
         pairs = sorted((p for p in items if p is not None), key=lambda p: p.id)
-        path = join(self._output_dir, DATA_DIR, shard_name(index, count))
+        path = join(self._staging, DATA_DIR, shard_name(index, count))
         data = table_bytes([to_row(p) for p in pairs], self._schema)
         write_bytes(path, data)
+        progress.advance("write", total=count, unit="shards")
         yield path, len(pairs), hashlib.sha256(data).hexdigest()
 
 
 class _WriteCardAndStats(beam.DoFn):
+    """Writes the card and the stats beside the staged shards, then commits the whole output."""
+
     def __init__(
         self,
         output_dir: str,
+        staging: str,
         name: str,
         manifest_text: str | None,
         translation_model: str | None,
     ):
         self._output_dir = output_dir
+        self._staging = staging
         self._name = name
         self._manifest_text = manifest_text
         self._translation_model = translation_model
@@ -201,14 +276,16 @@ class _WriteCardAndStats(beam.DoFn):
             fingerprint(shards),
             self._translation_model,
         )
-        write_bytes(join(self._output_dir, "README.md"), card.encode("utf-8"))
+        write_bytes(join(self._staging, "README.md"), card.encode("utf-8"))
         text = json.dumps(stats, ensure_ascii=False, indent=2) + "\n"
-        write_bytes(join(self._output_dir, "stats.json"), text.encode("utf-8"))
+        write_bytes(join(self._staging, "stats.json"), text.encode("utf-8"))
+        commit(self._output_dir, self._staging, [posixpath.basename(p) for p, _, _ in shards])
         yield stats
 
 
 class WriteDataset(beam.PTransform):
-    """`(pairs, stats)` → the output folder; returns the `stats` element once all is written."""
+    """`(pairs, stats)` → the output folder; returns the `stats` element once all is written
+    and committed (see the module's docstring)."""
 
     def __init__(
         self,
@@ -225,6 +302,8 @@ class WriteDataset(beam.PTransform):
         self._name = name
         self._manifest_text = manifest_text
         self._translation_model = translation_model
+        # One staging folder per pipeline: a killed run's is never mistaken for this one's.
+        self._staging = join(output_dir, STAGING_PREFIX + uuid.uuid4().hex[:12])
 
     def expand(self, pcolls):
         pairs, stats = pcolls
@@ -242,11 +321,15 @@ class WriteDataset(beam.PTransform):
             (keyed, markers)
             | "WithMarkers" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WriteShard(self._output_dir), count_side)
+            | "WriteShards" >> beam.ParDo(_WriteShard(self._staging), count_side)
         )
         return stats | "WriteCardAndStats" >> beam.ParDo(
             _WriteCardAndStats(
-                self._output_dir, self._name, self._manifest_text, self._translation_model
+                self._output_dir,
+                self._staging,
+                self._name,
+                self._manifest_text,
+                self._translation_model,
             ),
             beam.pvalue.AsList(shards),
         )

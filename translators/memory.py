@@ -17,9 +17,11 @@ entries.
 `WriteTranslations` writes the translations a run made to
 `DIR/translations/translations-DIGEST-XXXXX-of-NNNNN.parquet` (columns `en`, `ar`, `score`,
 `truncated`; rows sorted by `en`, spread over the shards by a hash of `en`). DIGEST is a digest
-of the set's content, so a rerun that passes `DIR/translations` as its memory and writes into
-the same `DIR` adds its own set beside the earlier ones instead of overwriting them, and a
-rerun of the same inputs writes the same files again. A run that translated nothing writes the
+of the set's content, so a rerun into the same `DIR` (which reads `DIR/translations` as memory
+by itself, see `translators.stage`) adds its own set beside the earlier ones instead of
+overwriting them, and a rerun of the same inputs writes the same files again. Each file is
+written under a temporary name and renamed: a killed run leaves whole files, which a resumed
+run reads. A run that translated nothing writes the
 one empty shard of the empty set.
 """
 
@@ -29,7 +31,7 @@ import hashlib
 import logging
 import math
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -177,16 +179,22 @@ class _ReadFile(beam.DoFn):
 
 
 class ReadMemory(beam.PTransform):
-    """The memory at `path` as `(en, (ar, score or None))`, `en` normalised."""
+    """The memory at `paths` (one path or several: the manifest's and an earlier run's
+    `DIR/translations`) as `(en, (ar, score or None))`, `en` normalised. A file named by two
+    paths is read once."""
 
-    def __init__(self, path: str):
+    def __init__(self, paths: str | Sequence[str]):
         super().__init__()
-        self._path = path
+        self._paths = [paths] if isinstance(paths, str) else list(paths)
 
     def expand(self, pbegin):
-        files = memory_files(self._path)
-        if not files:
-            log.warning("translation memory %s holds no .parquet or .tsv file", self._path)
+        files = set()
+        for path in self._paths:
+            found = memory_files(path)
+            if not found:
+                log.warning("translation memory %s holds no .parquet or .tsv file", path)
+            files.update(found)
+        files = sorted(files)
         return (
             pbegin
             | "ListFiles" >> beam.Create(files)

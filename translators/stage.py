@@ -9,13 +9,19 @@ before images are fetched, so grouping them is cheap.
 
 Drop reasons: `empty_caption` (no English), `no_translation` (no model and a memory miss),
 `translation_error` (the model failed on the caption's batch), and those of
-`translators.quality`. The memory's translations are checked like the model's, so a rerun on
-an earlier run's translations keeps and drops exactly what that run did. Truncated captions are
+`translators.quality`. The memory is the manifest's `translation.memory` and, by itself, the
+translations earlier runs into the same output folder wrote (`DIR/translations/`): a rerun, or
+a run resumed after a kill, translates nothing twice. The memory's translations are checked like
+the model's, so a rerun on an earlier run's translations keeps and drops exactly what that run
+did. (Change the model, or its settings, and the earlier translations still win: give the run a
+new output folder, or delete `DIR/translations/`.) Truncated captions are
 kept: they are counted (`translate:captions_truncated`) and marked in the translations' Parquet.
 Pairs whose `caption_origin` is not `translated` pass through untouched.
 
 Beam counters (namespace `translate`, live progress only): `unique_captions`, `memory_hits`,
-`captions_translated`, `captions_truncated`, `translation_errors`, `no_translation`.
+`captions_translated`, `captions_truncated`, `translation_errors`, `no_translation`. The
+progress lines (`pipeline.progress`) count the pairs read (`read`, as they reach this stage) and
+the captions the model translated (`translate`, of the memory's misses).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from filters.text import normalize_english
+from pipeline import progress
 from pipeline.manifest import TranslationConfig
 from pipeline.records import DROPPED, TRANSLATED, Pair, drop
+from pipeline.write import join
 from translators.ctranslate import CTranslate2Handler, Translation
-from translators.memory import ReadMemory, WriteTranslations
+from translators.memory import TRANSLATIONS_DIR, ReadMemory, WriteTranslations, memory_files
 from translators.quality import quality_problem
 
 NAMESPACE = "translate"
@@ -46,6 +54,7 @@ class _KeyByCaption(beam.DoFn):
     PASS = "pass"
 
     def process(self, pair: Pair):
+        progress.advance("read", unit="pairs")
         if pair.caption_origin != TRANSLATED:
             yield beam.pvalue.TaggedOutput(self.PASS, pair)
             return
@@ -87,7 +96,8 @@ def _counted_unique(en: str) -> str:
     return en
 
 
-def _counted(keyed: tuple[str, Translation]):
+def _counted(keyed: tuple[str, Translation], total: int):
+    progress.advance("translate", total=total, unit="captions")
     _count("captions_translated").inc()
     if keyed[1].truncated:
         _count("captions_truncated").inc()
@@ -133,7 +143,8 @@ class TranslateCaptions(beam.PTransform):
     """Pairs with `caption_en` → the same pairs with `caption_ar` and `translation_score`.
 
     `config` gives the model folder (or None: memory only), the memory and the thresholds;
-    the model's new translations go to `output_dir/translations/`. Returns `(kept, dropped)`.
+    the model's new translations go to `output_dir/translations/`, and those earlier runs left
+    there are read as memory beside the manifest's. Returns `(kept, dropped)`.
     """
 
     def __init__(
@@ -155,8 +166,12 @@ class TranslateCaptions(beam.PTransform):
             | "Distinct" >> beam.Distinct()
             | "CountUnique" >> beam.Map(_counted_unique)
         )
-        if config.memory:
-            memory = pairs.pipeline | "ReadMemory" >> ReadMemory(config.memory)
+        memory_paths = [config.memory] if config.memory else []
+        earlier = join(self._output_dir, TRANSLATIONS_DIR)
+        if memory_files(earlier):
+            memory_paths.append(earlier)
+        if memory_paths:
+            memory = pairs.pipeline | "ReadMemory" >> ReadMemory(memory_paths)
             looked_up = (
                 {"caption": unique | "AsKeys" >> beam.Map(lambda en: (en, None)), "memory": memory}
                 | "JoinMemory" >> beam.CoGroupByKey()
@@ -175,7 +190,10 @@ class TranslateCaptions(beam.PTransform):
                 | "KeyForModel" >> beam.Map(lambda en: (en, en))
                 | "Translate" >> RunInference(handler).with_exception_handling()
             )
-            new = translated | "CountTranslated" >> beam.Map(_counted)
+            to_translate = misses | "CountMisses" >> beam.combiners.Count.Globally()
+            new = translated | "CountTranslated" >> beam.Map(
+                _counted, beam.pvalue.AsSingleton(to_translate)
+            )
             new | "WriteTranslations" >> WriteTranslations(self._output_dir)
             failures = errors.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
         else:

@@ -1,0 +1,434 @@
+"""Reproducible, resumable runs: a run killed midway and started again into the same folder ends
+with the uninterrupted run's output, reusing what the killed run finished; the image cache, the
+commit of the output folder and the progress lines on their own.
+
+The resumed run is the demo (`pipeline.demo`'s image host, MediaWiki stand-in and manifest) built
+twice in this process and once in a subprocess that is killed with SIGKILL while it fetches
+images: the image host answers a set number of its requests and holds the rest, so the kill
+always lands in the middle of the images stage, after some images were cached.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from image_samples import jpeg
+from image_server import ImageServer, Reply
+
+from pipeline import demo, progress
+from pipeline.__main__ import main
+from pipeline.images import ImageFetcher, resolve_cache
+from pipeline.manifest import ImagesConfig, ManifestError, parse_manifest
+from pipeline.records import GENUINE, Drop, Pair
+from pipeline.wiki_standin import WikiStandIn
+from pipeline.write import _commit_by_file, commit
+
+REPO = Path(__file__).resolve().parents[2]
+LOOPBACK = ("127.0.0.1/32",)
+WIT = {"kind": "wit", "paths": [str(REPO / "manifests" / "samples" / "wit" / "*.tsv")]}
+
+
+# ---------------------------------------------------------------------------- the image cache
+
+
+def url_pair(url: str, line: int = 1) -> Pair:
+    return Pair(
+        id=f"pair{line:02d}",
+        source="wit",
+        source_name="wit",
+        source_key=f"key{line}",
+        caption_ar="صورة",
+        caption_origin=GENUINE,
+        image_url=url,
+        input_file="test.tsv",
+        input_line=line,
+    )
+
+
+def fetch(config: ImagesConfig, url: str) -> tuple[Pair | Drop, tuple[int, int, int]]:
+    """One pair fetched by a fetcher of its own (as a new run has), and its cache counts."""
+    fetcher = ImageFetcher(config, LOOPBACK)
+    try:
+        result = fetcher.fetch(url_pair(url))
+        return result, fetcher.cache.take_counts()
+    finally:
+        fetcher.close()
+
+
+def test_a_cached_url_is_not_requested_again(tmp_path):
+    with ImageServer() as server:
+        server.route("/a.jpg", Reply(200, {"Content-Type": "image/jpeg"}, jpeg(400, 300)))
+        url = server.url("/a.jpg")
+        config = ImagesConfig(cache=str(tmp_path / "cache"))
+
+        first, counts = fetch(config, url)
+        assert counts == (0, 1, 0) and server.hits("/a.jpg") == 1
+        again, counts = fetch(config, url)
+        assert counts == (1, 0, 0) and server.hits("/a.jpg") == 1  # no request
+        assert again == first  # the same bytes, pHash, sha256, sizes
+        assert (first.width, first.height, first.mime_type) == (256, 192, "image/jpeg")
+
+        # Other stored settings are another cache: never an image of the old size.
+        smaller, counts = fetch(ImagesConfig(cache=str(tmp_path / "cache"), size=128), url)
+        assert counts == (0, 1, 0) and server.hits("/a.jpg") == 2
+        assert (smaller.width, smaller.height) == (128, 96)
+
+        # Drops are not cached: a 404 is asked again by the next run.
+        for _ in range(2):
+            dead, counts = fetch(config, server.url("/dead.jpg"))
+            assert dead.reason == "http_404" and counts == (0, 1, 0)
+        assert server.hits("/dead.jpg") == 2
+
+        # An entry that does not read back whole is a miss, and is written again.
+        entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+        assert len(entries) == 2 and not [p for p in entries if p.name.endswith(".tmp")]
+        for entry in entries:
+            entry.write_bytes(entry.read_bytes()[:-10])
+        repaired, counts = fetch(config, url)
+        assert counts == (0, 1, 0) and repaired == first and server.hits("/a.jpg") == 3
+        assert fetch(config, url)[1] == (1, 0, 0)
+
+
+def test_the_cache_key_is_the_url_not_the_mirror_it_was_fetched_from(tmp_path):
+    with ImageServer() as server:
+        server.route("/x/a.jpg", Reply(200, {"Content-Type": "image/jpeg"}, jpeg(300, 300)))
+        original = "https://upload.wikimedia.org/x/a.jpg"
+        cache = str(tmp_path / "cache")
+        mirror = ((original.rsplit("x/", 1)[0], server.url("/")),)
+        first, counts = fetch(ImagesConfig(cache=cache, url_map=mirror), original)
+        assert counts == (0, 1, 0) and first.image_url == original
+    # The mirror is gone (the demo's host gets a new port each run): the cache still answers.
+    gone = ((mirror[0][0], "http://127.0.0.1:9/"),)
+    again, counts = fetch(ImagesConfig(cache=cache, url_map=gone), original)
+    assert counts == (1, 0, 0) and again == first
+
+
+def test_cache_auto_is_the_output_folder_for_local_runs_only(tmp_path):
+    out = tmp_path / "out"
+    assert resolve_cache(ImagesConfig(), str(out)).cache == str(out / "cache" / "images")
+    assert resolve_cache(ImagesConfig(), "gs://bucket/out").cache is False
+    assert resolve_cache(ImagesConfig(cache="/elsewhere"), str(out)).cache == "/elsewhere"
+    assert resolve_cache(ImagesConfig(cache=False), str(out)).cache is False
+    assert ImageFetcher(ImagesConfig()).cache is None  # `auto` unresolved: no cache
+    assert ImageFetcher(ImagesConfig(cache=False)).cache is None
+
+
+@pytest.mark.parametrize(
+    "value, cache",
+    [("auto", "auto"), (True, "auto"), (False, False), ("c/img", "/m/c/img"), ("gs://b/c", None)],
+)
+def test_images_cache_in_the_manifest(value, cache):
+    raw = {"sources": [WIT], "images": {"cache": value}}
+    manifest = parse_manifest(raw, "/m")
+    assert manifest.images.cache == (value if cache is None else cache)
+
+
+def test_images_cache_must_be_auto_false_or_a_folder():
+    raw = {"sources": [WIT], "images": {"cache": 3}}
+    with pytest.raises(ManifestError, match=r"^images\.cache: expected text, got 3$"):
+        parse_manifest(raw, "/m")
+
+
+# ---------------------------------------------------------------------------- the commit
+
+
+def staged_output(out: Path, run: str, shards: dict[str, bytes], stats: str) -> Path:
+    staging = out / f".incoming-{run}"
+    (staging / "data").mkdir(parents=True)
+    for name, data in shards.items():
+        (staging / "data" / name).write_bytes(data)
+    (staging / "stats.json").write_text(stats)
+    (staging / "README.md").write_text(f"card {stats}")
+    return staging
+
+
+def old_output(out: Path) -> None:
+    (out / "data").mkdir(parents=True)
+    for i in range(3):
+        (out / "data" / f"train-{i:05d}-of-00003.parquet").write_bytes(b"old")
+    (out / "data" / "notes.txt").write_text("mine")
+    (out / "stats.json").write_text("old")
+    (out / "README.md").write_text("card old")
+    (out / "cache").mkdir()
+
+
+def test_commit_swaps_the_whole_new_output_in_and_only_then_drops_the_old(tmp_path):
+    out = tmp_path / "out"
+    old_output(out)
+    killed = staged_output(out, "killed", {"train-00000-of-00009.parquet": b"half"}, "x")
+    staging = staged_output(
+        out,
+        "this",
+        {"train-00000-of-00002.parquet": b"new0", "train-00001-of-00002.parquet": b"new1"},
+        "new",
+    )
+    # Until the commit, the old output is whole: the run has written only beside it.
+    assert len(list((out / "data").glob("train-*"))) == 3
+    names = ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    commit(str(out), str(staging), names)
+    assert sorted(p.name for p in (out / "data").iterdir()) == sorted([*names, "notes.txt"])
+    assert (out / "data" / names[1]).read_bytes() == b"new1"
+    assert (out / "stats.json").read_text() == "new" and (
+        out / "README.md"
+    ).read_text() == "card new"
+    assert not staging.exists() and not killed.exists()  # a killed run's staging goes too
+    assert (out / "cache").is_dir()
+    commit(str(out), str(staging), names)  # a retried bundle: nothing changes
+    assert sorted(p.name for p in (out / "data").iterdir()) == sorted([*names, "notes.txt"])
+
+
+def test_commit_file_by_file_as_on_an_object_store(tmp_path):
+    # Object stores have no folder rename: `commit` moves file by file there. The same code
+    # runs here on a local folder, through Beam's FileSystems.
+    out = tmp_path / "out"
+    old_output(out)
+    staging = staged_output(out, "this", {"train-00000-of-00001.parquet": b"new"}, "new")
+    names = ["train-00000-of-00001.parquet"]
+    for _ in range(2):  # the second: a retried bundle
+        _commit_by_file(str(out), str(staging), names)
+        assert sorted(p.name for p in (out / "data").iterdir()) == sorted([*names, "notes.txt"])
+        assert (out / "data" / names[0]).read_bytes() == b"new"
+        assert (out / "stats.json").read_text() == "new"
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+def test_progress_lines_say_done_rate_and_eta():
+    line = progress.format_line("images", 250, 1000, "pairs", 10.0)
+    assert line == "progress: images 250/1,000 pairs (25%), 25.0/s, ETA 0:00:30"
+    assert progress.format_line("read", 1200, None, "pairs", 4.0) == (
+        "progress: read 1,200 pairs, 300.0/s"
+    )
+    assert progress.format_line("write", 2, 2, "shards", 1.0, " (worker pid 7)") == (
+        "progress (worker pid 7): write 2/2 shards (100%), 2.0/s"
+    )
+
+
+def test_reuse_lines_from_the_counters_of_a_run():
+    counters = {
+        ("images", "cache_hits"): 40,
+        ("images", "cache_misses"): 2,
+        ("translate", "unique_captions"): 55,
+        ("translate", "memory_hits"): 52,
+    }
+    assert progress.reuse_lines(counters, "/out/cache/images") == [
+        "  image cache: hits 40, misses 2 (/out/cache/images)",
+        "  translation memory: hits 52, misses 3",
+    ]
+    assert progress.reuse_lines(counters, None) == ["  translation memory: hits 52, misses 3"]
+    assert progress.reuse_lines({}, "/out/cache/images") == []  # nothing asked, or no metrics
+    assert progress.counter_totals(object()) == {}  # a runner without metrics
+
+
+def test_progress_counts_only_while_started():
+    progress.advance("images", 5, total=10)  # off: nothing kept, nothing printed
+    stream = io.StringIO()
+    progress.start(interval=3600, stream=stream)
+    try:
+        progress.advance("images", 3, total=10, unit="pairs")
+        progress.advance("images", 4, total=10, unit="pairs")
+        progress.advance("read", 12, unit="pairs")
+    finally:
+        progress.stop()
+    lines = stream.getvalue().splitlines()
+    assert [re.sub(r", [\d.,]+/s.*", "", line) for line in lines] == [
+        "progress: images 7/10 pairs (70%)",
+        "progress: read 12 pairs",
+    ]
+    assert os.environ.get(progress.PROGRESS_ENV) is None
+    progress.advance("images", 1)
+    assert stream.getvalue().splitlines() == lines
+
+
+# ---------------------------------------------------------------------------- a killed run
+
+
+class HeldHost:
+    """The demo's image host (`pipeline.demo`'s handler) with a request log, which can be told
+    to answer only `limit` more requests and hold the rest until `release`."""
+
+    def __init__(self):
+        self.paths: list[str] = []
+        self.limit: int | None = None
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        host = self
+
+        class Handler(demo._Handler):
+            def do_GET(self):  # noqa: N802 - the http.server API
+                with host._lock:
+                    host.paths.append(self.path)
+                    held = host.limit is not None and len(host.paths) > host.limit
+                if held:
+                    host._released.wait(120)
+                    return
+                super().do_GET()
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def hold_after(self, answered: int) -> None:
+        with self._lock:
+            self.paths.clear()
+            self.limit = answered
+            self._released.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self.limit = None
+            self.paths.clear()
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory):
+    """The demo manifest with its hosts in this process: (manifest path, image host)."""
+    from translators.tiny import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("demo")
+    model = Path(build_tiny_model(str(folder / "tiny-opus-en-ar"), layout="opus"))
+    host = HeldHost()
+    wiki = WikiStandIn(demo.WIKI_SAMPLES).start()
+    try:
+        manifest = folder / "demo.yaml"
+        raw = demo.demo_manifest(host.port, model, wiki.api_url)
+        manifest.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        yield manifest, host
+    finally:
+        wiki.stop()
+        host.close()
+
+
+def build(manifest: Path, out: Path, capsys, *args: str) -> tuple[dict, str, str]:
+    assert main(["run", str(manifest), "--output", str(out), *args]) == 0
+    printed = capsys.readouterr()
+    return json.loads((out / "stats.json").read_text(encoding="utf-8")), printed.out, printed.err
+
+
+def reuse(printed: str, what: str) -> tuple[int, int]:
+    match = re.search(rf"^  {what}: hits (\d+), misses (\d+)", printed, re.M)
+    assert match, printed
+    return int(match[1]), int(match[2])
+
+
+def cache_entries(out: Path) -> int:
+    folder = out / "cache" / "images"
+    return sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def kill_while_fetching(manifest: Path, out: Path, host: HeldHost, answered: int) -> int:
+    """Runs the build in a subprocess whose image host answers `answered` requests, waits until
+    their images are cached (the translations, written before the images are fetched, are on
+    disk by then too), kills it with SIGKILL; returns the cache entries it left."""
+    host.hold_after(answered)
+    log = out.parent / f"{out.name}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", str(manifest), "--output", str(out)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None:
+                with host._lock:
+                    answered_paths = host.paths[:answered]
+                expected = {p for p in answered_paths if "/dead/" not in p}
+                translated = list((out / "translations").glob("*.parquet"))
+                cached = cache_entries(out)
+                if len(answered_paths) == answered and cached == len(expected) and translated:
+                    break
+                time.sleep(0.1)
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the killed run never cached its images"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    host.release()
+    return cache_entries(out)
+
+
+def rows(out: Path) -> list[dict]:
+    table = pq.read_table(out / "data").to_pylist()
+    return sorted(table, key=lambda r: r["id"])
+
+
+def test_a_killed_run_started_again_ends_as_the_uninterrupted_run(demo_build, tmp_path, capsys):
+    manifest, host = demo_build
+    whole = tmp_path / "whole"
+    host.release()
+    stats, printed, _ = build(manifest, whole, capsys)
+    first_fetches = len(host.paths)
+    cache_hits, cache_misses = reuse(printed, "image cache")
+    memory_hits, memory_misses = reuse(printed, "translation memory")
+    assert memory_misses == 3  # the three captions the shipped memory lacks: the tiny model's
+
+    # The folder held an earlier build; the run into it is killed while fetching images.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    for name in ("data", "README.md", "stats.json"):
+        copy = shutil.copytree if name == "data" else shutil.copy
+        copy(whole / name, resumed / name)
+    cached = kill_while_fetching(manifest, resumed, host, answered=first_fetches // 2)
+    assert 0 < cached < cache_entries(whole)
+    # The earlier output is untouched by the killed run: a reader never saw a half dataset.
+    assert rows(resumed) == rows(whole)
+    assert json.loads((resumed / "stats.json").read_text(encoding="utf-8")) == stats
+
+    again, printed, err = build(manifest, resumed, capsys, "--progress")
+    assert again == stats
+    got, want = rows(resumed), rows(whole)
+    assert len({r["id"] for r in got}) == len(got) == stats["kept"]  # no duplicates
+    keys = ("id", "source", "caption_ar", "caption_en", "image_url", "phash", "sha256")
+    assert [tuple(r[k] for k in keys) for r in got] == [tuple(r[k] for k in keys) for r in want]
+    assert got == want  # every column, image bytes included
+    names = sorted(p.name for p in (whole / "data").iterdir())
+    assert sorted(p.name for p in (resumed / "data").iterdir()) == names
+    for name in names:
+        assert pq.read_table(resumed / "data" / name).equals(pq.read_table(whole / "data" / name))
+    card = (whole / "README.md").read_text(encoding="utf-8")
+    assert (resumed / "README.md").read_text(encoding="utf-8") == card
+    assert not list(resumed.glob(".incoming-*"))
+
+    # What the killed run finished was reused: its cached images were not fetched again.
+    hits, misses = reuse(printed, "image cache")
+    assert hits + misses == cache_hits + cache_misses  # the same lookups
+    assert hits >= cached > 0
+    assert misses == len(host.paths) < first_fetches  # every miss is one request, no more
+    # The killed run's translations are this run's memory: nothing reached the model.
+    assert reuse(printed, "translation memory") == (memory_hits + memory_misses, 0)
+
+    # --progress: one line per stage, the last ones at 100%.
+    assert re.search(r"^progress: images (\d+)/\1 pairs \(100%\)", err, re.M), err
+    shards = len(names)
+    assert f"progress: write {shards}/{shards} shards (100%)" in err
+    assert re.search(r"^progress: read \d+ pairs, ", err, re.M)
