@@ -23,8 +23,42 @@ demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo --output $(DEMO_OUT)
 	$(BIN)/python -m pipeline report $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) runner-deps
 	$(BIN)/python -m pytest -q
+
+# The runner tests (tests/runners: the demo on the multi-processing, portable, Flink and Spark
+# runners) need Beam's job servers and a Flink distribution, cached in the ignored .cache/: the
+# job-server jars of the pinned Beam by their Maven coordinates or, where the Maven repository
+# lacks them, assembled from Beam's runner artifacts (tests/runners/job-servers/); and the
+# apache-flink wheel in a venv of its own (its dependencies clash with ours) for a standalone
+# Flink cluster. A part that cannot be had (no java or mvn, offline) leaves its tests skipped.
+# `make test` runs these tests too (about 3 minutes); `make test-runners` runs only them.
+BEAM_VERSION := $(shell sed -n 's/^apache-beam==//p' constraints.txt)
+BEAM_JARS := .cache/beam-jars
+FLINK_VENV := .cache/flink-venv
+FLINK_PYPI := 1.19.3
+MVN := mvn -q -B -Dstyle.color=never
+.PHONY: test-runners runner-deps
+
+test-runners: $(STAMP) runner-deps
+	$(BIN)/python -m pytest -q -m runners
+
+runner-deps:
+	@mkdir -p $(BEAM_JARS)
+	@for server in flink-1.19 spark-3; do \
+		jar=beam-runners-$$server-job-server; \
+		ls $(BEAM_JARS)/$$jar-*.jar >/dev/null 2>&1 \
+		|| $(MVN) org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
+			-Dartifact=org.apache.beam:$$jar:$(BEAM_VERSION) -DoutputDirectory=$(BEAM_JARS) \
+			>$(BEAM_JARS)/$$jar.log 2>&1 \
+		|| (echo "$$jar:$(BEAM_VERSION) cannot be fetched: assembling it from Beam's artifacts" \
+			&& $(MVN) -f tests/runners/job-servers/$${server%-*}.pom.xml package) \
+		|| echo "no $$jar: its tests will be skipped"; \
+	done
+	@test -f $(FLINK_VENV)/.installed || ($(PYTHON) -m venv $(FLINK_VENV) \
+		&& $(FLINK_VENV)/bin/pip install --quiet apache-flink==$(FLINK_PYPI) \
+		&& touch $(FLINK_VENV)/.installed) \
+		|| echo "no Flink distribution: the session-cluster test will be skipped"
 
 # The benchmarks compare against Hugging Face on torch: the `bench` extra (large) is installed here.
 # img2dataset, the images baseline, lives in a venv of its own (.bench/i2d), never in ours.

@@ -69,9 +69,10 @@ def run(
     with FileSystems.open(manifest_path) as f:
         manifest_text = f.read().decode("utf-8")
     manifest = dataclasses.replace(manifest, images=resolve_cache(manifest.images, output_dir))
-    # Beam 2.77's default DirectRunner first tries to download the Prism binary and quietly
-    # falls back when it cannot: name the runner it falls back to, so that a run behaves the
-    # same online and offline. A user's --runner is kept.
+    # Beam 2.77's default DirectRunner runs a graph that qualifies on Prism, downloading Prism's
+    # binary first, and quietly falls back when it cannot: name the runner it falls back to (the
+    # FnApiRunner), so that a run behaves the same online and offline, whatever the graph holds.
+    # A user's --runner is kept.
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner", "FnApiRunner", *beam_args]
     options = PipelineOptions(beam_args)
