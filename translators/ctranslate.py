@@ -42,8 +42,12 @@ What the handler does to each Beam batch, and why:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -80,6 +84,58 @@ class ModelFolderError(ValueError):
     """A folder that is not a CTranslate2 translation model in a supported layout."""
 
 
+# Where model folders on a Beam filesystem (gs://, s3://) are copied, once per machine.
+MODEL_CACHE_ENV = "ARABIC_PAIRS_MODEL_CACHE"
+_COPY_LOCK = threading.Lock()
+
+
+def local_model(folder: str) -> str:
+    """A local path of the model folder `folder`: itself when local; for a folder on a Beam
+    filesystem (`gs://bucket/models/opus-mt-en-ar-ct2`), a copy in `$ARABIC_PAIRS_MODEL_CACHE`
+    (default: the temp folder's `arabic-pairs-models/`), made once per machine: the files are
+    copied into a temporary folder that is renamed into place when complete, so processes of
+    one worker that load at once never see half a model, and later loads reuse the copy. The
+    folder is flat (CTranslate2's files and the SentencePiece models), so its files are copied
+    and nothing below them."""
+    if "://" not in folder:
+        return folder
+    from apache_beam.io.filesystems import FileSystems
+
+    root = os.environ.get(MODEL_CACHE_ENV) or os.path.join(
+        tempfile.gettempdir(), "arabic-pairs-models"
+    )
+    name = folder.rstrip("/").rsplit("/", 1)[-1] or "model"
+    digest = hashlib.sha256(folder.rstrip("/").encode("utf-8")).hexdigest()[:16]
+    target = os.path.join(root, f"{name}-{digest}")
+    with _COPY_LOCK:
+        if os.path.isdir(target):
+            return target
+        os.makedirs(root, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
+        try:
+            prefix = folder.rstrip("/") + "/"
+            matched = FileSystems.match([prefix + "*"])[0].metadata_list
+            if not matched:
+                raise ModelFolderError(f"{folder}: no file under this model folder")
+            for meta in matched:
+                relative = meta.path[len(prefix) :]
+                if not relative or "/" in relative:
+                    continue
+                with (
+                    FileSystems.open(meta.path) as src,
+                    open(os.path.join(staging, relative), "wb") as dst,
+                ):
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process of this machine renamed its copy first
+                if not os.path.isdir(target):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def detect_layout(folder: str) -> str:
     """`opus` or `nllb`, from the SentencePiece files beside `model.bin` in `folder`."""
     if not os.path.isfile(os.path.join(folder, "model.bin")):
@@ -100,8 +156,9 @@ def detect_layout(folder: str) -> str:
 def model_name(folder: str) -> str:
     """A readable name for the dataset card: the model README's title (or the folder's name)
     and the layout, e.g. `opus-mt-en-ar (CTranslate2, OPUS-MT layout)`."""
+    name = os.path.basename(os.path.normpath(folder.rstrip("/")))
+    folder = local_model(folder)
     layout = detect_layout(folder)
-    name = os.path.basename(os.path.normpath(folder))
     readme = os.path.join(folder, "README.md")
     if os.path.isfile(readme):
         with open(readme, encoding="utf-8", errors="replace") as f:
@@ -205,9 +262,9 @@ def load(config: TranslationConfig) -> LoadedModel:
     import ctranslate2
     import sentencepiece as spm
 
-    folder = config.model
-    if not folder:
+    if not config.model:
         raise ModelFolderError("translation.model: no model folder given")
+    folder = local_model(config.model)
     layout = detect_layout(folder)
     if layout == OPUS:
         source_spm = spm.SentencePieceProcessor(model_file=os.path.join(folder, OPUS_FILES[0]))
