@@ -394,8 +394,12 @@ def pipeline_config(model: Path, beam_size: int, tuned: bool) -> TranslationConf
     settings = (
         {}
         if tuned
-        else {"inter_threads": 1, "intra_threads": THREADS, "max_batch_size": 2048,
-              "batch_type": "tokens"}
+        else {
+            "inter_threads": 1,
+            "intra_threads": THREADS,
+            "max_batch_size": 2048,
+            "batch_type": "tokens",
+        }
     )
     return TranslationConfig(model=str(model), device="cpu", beam_size=beam_size, **settings)
 
