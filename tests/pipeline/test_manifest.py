@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apache_beam.io.filesystem import FileMetadata, MatchResult
-from apache_beam.io.localfilesystem import LocalFileSystem
+from url_filesystem import UrlFileSystem
 
 from pipeline.__main__ import main
 from pipeline.manifest import (
@@ -619,63 +618,30 @@ def test_unhashable_kind_is_a_manifest_error(project, kind):
 # ---------------------------------------------------------------------------- URL paths
 
 
-class _UrlFileSystem(LocalFileSystem):
-    """`manifesttestfs://a/b` served from the local folder `root`: a stand-in for gs:// or s3://."""
-
-    PREFIX = "manifesttestfs://"
-    root = ""
-
-    @classmethod
-    def scheme(cls):
-        return "manifesttestfs"
-
-    def _local(self, url: str) -> str:
-        return os.path.join(type(self).root, url[len(self.PREFIX) :])
-
-    def match(self, patterns, limits=None):
-        results = super().match([self._local(p) for p in patterns], limits)
-        return [
-            MatchResult(
-                pattern,
-                [
-                    FileMetadata(
-                        self.PREFIX + os.path.relpath(meta.path, type(self).root),
-                        meta.size_in_bytes,
-                    )
-                    for meta in result.metadata_list
-                ],
-            )
-            for pattern, result in zip(patterns, results, strict=True)
-        ]
-
-    def open(self, path, *args, **kwargs):
-        return super().open(self._local(path), *args, **kwargs)
-
-
 @pytest.fixture
 def url_root(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "bucket-root"
     touch(root / "bucket" / "wit" / "a.tsv")
-    monkeypatch.setattr(_UrlFileSystem, "root", str(root))
+    monkeypatch.setattr(UrlFileSystem, "root", str(root))
     return root
 
 
 def test_url_paths_are_kept_as_they_are(project, url_root):
-    raw = {"sources": [{"kind": "wit", "paths": ["manifesttestfs://bucket/wit/*.tsv"]}]}
+    raw = {"sources": [{"kind": "wit", "paths": ["urltestfs://bucket/wit/*.tsv"]}]}
     m = load_manifest(str(write_manifest(project, raw)))
-    assert m.sources[0].paths == ("manifesttestfs://bucket/wit/*.tsv",)
+    assert m.sources[0].paths == ("urltestfs://bucket/wit/*.tsv",)
 
 
 def test_url_path_matching_nothing_is_refused(project, url_root):
-    raw = {"sources": [{"kind": "wit", "paths": ["manifesttestfs://bucket/cc/*.tsv"]}]}
+    raw = {"sources": [{"kind": "wit", "paths": ["urltestfs://bucket/cc/*.tsv"]}]}
     message = load_error(project, raw)
     assert message.startswith("sources[0].paths[0]: no file matches"), message
 
 
 def test_relative_paths_of_a_url_manifest_resolve_against_its_folder(url_root):
     write_manifest(url_root / "bucket", {"sources": [{"kind": "wit", "paths": ["wit/*.tsv"]}]})
-    m = load_manifest("manifesttestfs://bucket/manifest.yaml")
-    assert m.sources[0].paths == ("manifesttestfs://bucket/wit/*.tsv",)
+    m = load_manifest("urltestfs://bucket/manifest.yaml")
+    assert m.sources[0].paths == ("urltestfs://bucket/wit/*.tsv",)
 
 
 # ---------------------------------------------------------------------------- the CLI
