@@ -225,6 +225,9 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+_CLIP_ID = re.compile(r'<clipPath id="(p[0-9a-f]{10})"')
+
+
 def svg_data_uri(fig) -> str:
     """The figure as an SVG data URI; text drawn as paths, ids salted, no date: the same data
     gives the same bytes, and the SVG needs no font where it is opened."""
@@ -233,7 +236,12 @@ def svg_data_uri(fig) -> str:
     out = io.BytesIO()
     with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "arabic-pairs"}):
         fig.savefig(out, format="svg", metadata={"Date": None})
-    return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    svg = out.getvalue().decode("utf-8")
+    # Clip-path ids hash the clip path's `id()`, a memory address, whatever the salt: the same
+    # figure drawn twice gets other ids. Numbered in order of appearance, they are the same.
+    for n, old in enumerate(dict.fromkeys(_CLIP_ID.findall(svg))):
+        svg = svg.replace(old, f"clip{n}")
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
 def _colors(names: Sequence[str]) -> dict[str, tuple]:

@@ -23,7 +23,7 @@ from wit_files import wit_row, write_wit
 
 from pipeline.__main__ import main
 from pipeline.records import GENUINE, Pair, pair_id, to_row
-from pipeline.report import THUMBNAIL_SIZE, build_report
+from pipeline.report import THUMBNAIL_SIZE, build_report, svg_data_uri
 from pipeline.stats import build_stats
 from pipeline.write import arrow_schema, dataset_card, hf_features, table_bytes
 
@@ -404,3 +404,22 @@ def test_an_output_behind_a_filesystem_url_is_read_and_written_through_beam(tmp_
     assert [f["data-id"] for f in figures] == sorted(p.id for p in pairs)
     assert all(f.img["src"].startswith("data:image/jpeg;base64,") for f in figures)
     assert soup.select_one('[data-stat="wit.kept"]').get_text() == "3"
+
+
+def test_a_plot_drawn_again_gives_the_same_svg():
+    """matplotlib names clip paths by a hash of the clip path's memory address: the same plot
+    drawn in new figures gets new ids unless they are renumbered (the report once differed
+    between two renders of one output this way)."""
+    from matplotlib.figure import Figure
+
+    def draw() -> str:
+        fig = Figure(figsize=(3, 2))
+        ax = fig.subplots()
+        ax.bar(["a", "b", "c"], [3, 1, 2])  # bars inside axes: clipped by a path
+        ax.pie([1, 2, 3])
+        return svg_data_uri(fig)
+
+    drawn = {draw() for _ in range(6)}
+    assert len(drawn) == 1
+    svg = base64.b64decode(drawn.pop().split(",", 1)[1]).decode("utf-8")
+    assert 'clip-path="url(#clip0)"' in svg
