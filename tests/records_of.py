@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.records import Drop, Pair
+from pipeline.records import GENUINE, Drop, Pair
 
 DEMO = Path(__file__).resolve().parent.parent / "manifests" / "samples"
 
@@ -28,3 +28,19 @@ def demo_memory() -> dict[str, str]:
     header, *rows = text.splitlines()
     assert header == "en\tar"
     return dict(row.split("\t") for row in rows)
+
+
+def image_pair(line: int, url: str | None = None, path: str | None = None) -> Pair:
+    """A genuine WIT pair whose image is at `url` or the local `path` (image and cache tests)."""
+    return Pair(
+        id=f"pair{line:02d}",
+        source="wit",
+        source_name="wit",
+        source_key=f"key{line}",
+        caption_ar="صورة",
+        caption_origin=GENUINE,
+        image_url=url,
+        image_path=path,
+        input_file="test.tsv",
+        input_line=line,
+    )

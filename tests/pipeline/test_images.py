@@ -38,6 +38,7 @@ from image_samples import (
 )
 from image_server import ImageServer, Reply
 from PIL import Image
+from records_of import image_pair
 
 from pipeline.images import (
     DEFAULT_USER_AGENT,
@@ -53,32 +54,17 @@ from pipeline.images import (
     store_image,
 )
 from pipeline.manifest import ImagesConfig
-from pipeline.records import GENUINE, Drop, Pair
+from pipeline.records import Drop, Pair
 
 LOOPBACK = ("127.0.0.1/32",)
 JPEG = {"Content-Type": "image/jpeg"}
 PNG = {"Content-Type": "image/png"}
 
 
-def make_pair(line: int, url: str | None = None, path: str | None = None) -> Pair:
-    return Pair(
-        id=f"pair{line:02d}",
-        source="wit",
-        source_name="wit",
-        source_key=f"key{line}",
-        caption_ar="صورة",
-        caption_origin=GENUINE,
-        image_url=url,
-        image_path=path,
-        input_file="test.tsv",
-        input_line=line,
-    )
-
-
 def fetch_one(config: ImagesConfig, url: str, trusted=LOOPBACK) -> Pair | Drop:
     fetcher = ImageFetcher(config, trusted)
     try:
-        return fetcher.fetch(make_pair(1, url))
+        return fetcher.fetch(image_pair(1, url))
     finally:
         fetcher.close()
 
@@ -164,7 +150,7 @@ def test_every_outcome_through_the_stage(server, tmp_path):
         29: (s.route("/large.jpg", Reply(200, JPEG, jpeg(1600, 1200, seed=9))), (256, 192)),
     }
     pairs = [
-        make_pair(line, path=where) if line in (27, 28) else make_pair(line, url=where)
+        image_pair(line, path=where) if line in (27, 28) else image_pair(line, url=where)
         for line, (where, _) in cases.items()
     ]
     kept_sizes = {line: out for line, (_, out) in cases.items() if isinstance(out, tuple)}
@@ -203,7 +189,7 @@ def test_every_outcome_through_the_stage(server, tmp_path):
 
 
 def test_fetch_false_passes_pairs_through_untouched():
-    pairs = [make_pair(1, "http://10.0.0.1/x.jpg"), make_pair(2)]
+    pairs = [image_pair(1, "http://10.0.0.1/x.jpg"), image_pair(2)]
     with TestPipeline() as p:
         kept, dropped = p | beam.Create(pairs) | FetchImages(ImagesConfig(fetch=False))
         assert_that(kept, equal_to(pairs), label="Kept")
@@ -216,7 +202,7 @@ def test_the_stage_fetches_many_at_once_within_the_host_bound():
     )
     with ImageServer() as server:
         url = server.route("/slow.jpg", Reply(200, JPEG, jpeg(), wait=0.3))
-        pairs = [make_pair(i, f"{url}?n={i}") for i in range(24)]
+        pairs = [image_pair(i, f"{url}?n={i}") for i in range(24)]
         start = time.monotonic()
         with TestPipeline() as p:
             kept, _ = p | beam.Create(pairs) | FetchImages(config)
@@ -520,8 +506,8 @@ class FakeFetcher:
 
 def test_scheduler_bounds_hosts_and_total_and_goes_round_robin():
     fetcher = FakeFetcher()
-    pairs = [make_pair(i, f"http://hot.example/{i}") for i in range(30)]
-    pairs += [make_pair(100 + i, f"http://h{i % 3}.example/{i}") for i in range(9)]
+    pairs = [image_pair(i, f"http://hot.example/{i}") for i in range(30)]
+    pairs += [image_pair(100 + i, f"http://h{i % 3}.example/{i}") for i in range(9)]
     with (
         concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="load") as load_pool,
         concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store") as store_pool,

@@ -28,12 +28,13 @@ import pytest
 import yaml
 from image_samples import jpeg
 from image_server import ImageServer, Reply
+from records_of import image_pair
 
 from pipeline import demo, progress
 from pipeline.__main__ import main
 from pipeline.images import ImageFetcher, resolve_cache
 from pipeline.manifest import ImagesConfig, ManifestError, parse_manifest
-from pipeline.records import GENUINE, Drop, Pair
+from pipeline.records import Drop, Pair
 from pipeline.wiki_standin import WikiStandIn
 from pipeline.write import _commit_by_file, commit
 
@@ -45,25 +46,11 @@ WIT = {"kind": "wit", "paths": [str(REPO / "manifests" / "samples" / "wit" / "*.
 # ---------------------------------------------------------------------------- the image cache
 
 
-def url_pair(url: str, line: int = 1) -> Pair:
-    return Pair(
-        id=f"pair{line:02d}",
-        source="wit",
-        source_name="wit",
-        source_key=f"key{line}",
-        caption_ar="صورة",
-        caption_origin=GENUINE,
-        image_url=url,
-        input_file="test.tsv",
-        input_line=line,
-    )
-
-
 def fetch(config: ImagesConfig, url: str) -> tuple[Pair | Drop, tuple[int, int, int]]:
     """One pair fetched by a fetcher of its own (as a new run has), and its cache counts."""
     fetcher = ImageFetcher(config, LOOPBACK)
     try:
-        result = fetcher.fetch(url_pair(url))
+        result = fetcher.fetch(image_pair(1, url))
         return result, fetcher.cache.take_counts()
     finally:
         fetcher.close()

@@ -184,36 +184,27 @@ def test_local_runners_give_the_same_rows(demo, reference, tmp_path, name):
     check_same(demo, tmp_path / "out", reference, *LOCAL_RUNNERS[name])
 
 
-@HANG_UP
-def test_flink_embedded_gives_the_same_rows(demo, reference, tmp_path):
+def flink_flags(master: str) -> list[str]:
+    """The FlinkRunner's flags for `master` (`[local]` or a session cluster's address)."""
     jar = job_server_jar(f"beam-runners-flink-{FLINK_VERSION}")
-    check_same(
-        demo,
-        tmp_path / "out",
-        reference,
+    return [
         "--runner=FlinkRunner",
         f"--flink_job_server_jar={jar}",
         f"--flink_version={FLINK_VERSION}",
-        "--flink_master=[local]",
+        f"--flink_master={master}",
         "--environment_type=LOOPBACK",
         PRE_FUSED,
-    )
+    ]
+
+
+@HANG_UP
+def test_flink_embedded_gives_the_same_rows(demo, reference, tmp_path):
+    check_same(demo, tmp_path / "out", reference, *flink_flags("[local]"))
 
 
 @HANG_UP
 def test_flink_session_cluster_gives_the_same_rows(demo, reference, tmp_path, flink_cluster):
-    jar = job_server_jar(f"beam-runners-flink-{FLINK_VERSION}")
-    check_same(
-        demo,
-        tmp_path / "out",
-        reference,
-        "--runner=FlinkRunner",
-        f"--flink_job_server_jar={jar}",
-        f"--flink_version={FLINK_VERSION}",
-        f"--flink_master={flink_cluster}",
-        "--environment_type=LOOPBACK",
-        PRE_FUSED,
-    )
+    check_same(demo, tmp_path / "out", reference, *flink_flags(flink_cluster))
 
 
 @HANG_UP
