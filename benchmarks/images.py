@@ -151,6 +151,7 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     from pipeline.images import _FetchImagesFn
     from pipeline.manifest import ImagesConfig
     from pipeline.records import GENUINE, Drop, Pair
+    from pipeline.store import ImageStore
 
     urls, out = job
     config = ImagesConfig(
@@ -162,7 +163,9 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
         concurrency=THREADS,
         per_host=THREADS,
     )
-    fn = _FetchImagesFn(config, ())
+    # The stored images go into a store beside the Parquet file, as in a run (`pipeline.store`).
+    store = ImageStore(out + ".store")
+    fn = _FetchImagesFn(config, store, ())
     fn.setup()
     fn.start_bundle()
     outputs = []
@@ -175,9 +178,11 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     kept = [o.value for o in outputs if not isinstance(o, TaggedOutput)]
     reasons = Counter(o.value.value.reason for o in outputs if isinstance(o, TaggedOutput))
     assert not any(isinstance(p, Drop) for p in kept)
+    with store.reader() as reader:
+        images = [reader.read(p.image_ref) for p in kept]
     table = pa.table(
         {
-            "image": [p.image_bytes for p in kept],
+            "image": images,
             "phash": [p.phash for p in kept],
             "sha256": [p.sha256 for p in kept],
         }

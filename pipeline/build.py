@@ -2,7 +2,9 @@
 
 read each source → translate English captions → clean captions → language ID → fetch, verify,
 hash and store images → drop duplicates and placeholders → write shards, card and stats. Every
-stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats`.
+stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats`. Image bytes never
+travel in the graph: the images stage writes them to an `ImageStore` and the writer reads them
+back by reference.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import apache_beam as beam
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
 from pipeline.dedupe import DropDuplicates
-from pipeline.images import FetchImages
+from pipeline.images import FetchImages, image_store
 from pipeline.manifest import (
     CocoSource,
     ConceptualCaptionsSource,
@@ -31,7 +33,7 @@ from pipeline.sources.flickr8k import ReadFlickr8k
 from pipeline.sources.wikipedia import ReadWikipedia
 from pipeline.sources.wit import ReadWit
 from pipeline.stats import ComputeStats
-from pipeline.write import WriteDataset
+from pipeline.write import WriteDataset, staging_dir
 from translators.ctranslate import model_name
 from translators.stage import TranslateCaptions
 
@@ -92,8 +94,12 @@ def build_pipeline(
         labels=f.langid_labels, min_score=f.langid_min_score
     )
 
-    # Only pairs whose text passed are downloaded.
-    pairs, image_drops = pairs | "FetchImages" >> FetchImages(images_config(manifest))
+    # Only pairs whose text passed are downloaded. The images go into a store beside the graph
+    # (the run's staging folder, or the image cache); the pairs carry references to them.
+    staging = staging_dir(output_dir)
+    images = images_config(manifest)
+    store = image_store(images, staging)
+    pairs, image_drops = pairs | "FetchImages" >> FetchImages(images, store)
     pairs, duplicate_drops = pairs | "DropDuplicates" >> DropDuplicates(
         manifest.dedupe.max_hamming,
         [s.name for s in manifest.sources],
@@ -119,4 +125,6 @@ def build_pipeline(
         translation_model=model_name(manifest.translation.model)
         if manifest.translation.model
         else None,
+        staging=staging,
+        store=store,
     )

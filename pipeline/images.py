@@ -26,10 +26,10 @@ is never held up by CPU work. Every address a request goes to must be public unl
 `allow_private_hosts` (see `AddressPolicy`); redirects are followed here, hop by hop, so each
 hop is checked. `X-Robots-Tag: noai` / `noimageai` is honoured before the body is read.
 
-The image cache (`images.cache`, see `ImageCache`) keeps the stored image of every URL that was
-kept, so a rerun or a resumed run into the same output folder downloads only what it has not
-stored yet. Local files are not cached (reading them is what a download would replace), and
-neither are drops: a 404 or a timeout may recover by the next run.
+The stored image goes into the run's `ImageStore` (`pipeline.store`: append-only packs, one
+per bundle) and the pair leaves with a reference to it, never with the bytes. The store is the
+image cache too (`images.cache`, see `image_store`): a rerun or a resumed run into the same
+output folder downloads only what it has not stored yet.
 
 Drop reasons: `no_image`, `bad_url`, `private_address`, `connection_error`, `timeout`,
 `http_<status>` for any final status that is neither 2xx nor a redirect (`http_404`,
@@ -56,10 +56,9 @@ import socket
 import struct
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import apache_beam as beam
@@ -81,6 +80,8 @@ from urllib3.util.retry import Retry
 from pipeline import progress
 from pipeline.manifest import ImagesConfig
 from pipeline.records import DROPPED, Drop, Pair, drop, failed
+from pipeline.store import ImageStore, PackWriter, StoredImage, StoreIndex, parse_ref
+from pipeline.store import join as store_join
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +126,6 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-class StoredImage(NamedTuple):
-    """What is kept of one image: the encoded bytes and what describes them."""
-
-    data: bytes
-    width: int
-    height: int
-    phash: str
-    sha256: str
-    mime_type: str
-    extension: str
 
 
 # ---------------------------------------------------------------------------- URLs and addresses
@@ -448,18 +437,16 @@ def store_image(data: bytes, config: ImagesConfig, use_draft: bool = True) -> St
     )
 
 
-# ---------------------------------------------------------------------------- the cache
+# ---------------------------------------------------------------------------- the store
 
 CACHE_DIR = "cache/images"  # under the output folder, for `images.cache: auto`
-CACHE_MAGIC = b"arabic-pairs image cache 1\n"
-# Cache write failures logged one by one per worker; the rest are only counted.
-LOGGED_CACHE_ERRORS = 5
+STAGING_STORE = "images"  # the run's store under its staging folder, when there is no cache
 
 
 def resolve_cache(config: ImagesConfig, output_dir: str) -> ImagesConfig:
     """`config` with `cache: auto` made concrete for a run into `output_dir`: the folder
     `DIR/cache/images` when the output is local, off (`False`) when it is a filesystem URL
-    (`gs://`: millions of small objects cost more than the downloads they save)."""
+    (`gs://`: the store of a run there is removed after the commit rather than kept)."""
     if config.cache != "auto":
         return config
     if "://" in output_dir:
@@ -489,132 +476,46 @@ def cache_settings(config: ImagesConfig) -> dict[str, Any]:
     }
 
 
-class ImageCache:
-    """The stored image of each URL already kept, in the folder `root` (local or any Beam
-    filesystem); safe to share among threads.
+def image_store(config: ImagesConfig, staging: str) -> ImageStore:
+    """Where a run keeps its stored images (`pipeline.store`).
 
-    What is cached is the stored image and its facts (a few tens of kB, not the original
-    download, which can be 100 times larger), so a hit skips the download and the decode and
-    gives the same bytes, pHash and sha256 as the run that stored it. The key is the sha256 of
-    the normalised `image_url` (`normalize_url`; not the `url_map`ped address, which may change
-    between runs, as the demo's port does). Entries live under a digest of the settings that
-    decide the stored image (`cache_settings`: size, format, quality, limits, the Pillow
-    version), so changing `images.size` never serves an image of the old size:
-
-        ROOT/SETTINGS/ab/ab12…(sha256 of the URL)
-
-    An entry is `CACHE_MAGIC`, one JSON line of facts (the URL among them), then the bytes. It
-    is written under a temporary name and renamed, so a killed run leaves whole entries or none;
-    an entry that does not read back whole (a wrong digest) is a miss and is written again.
-    Nothing expires: delete the folder to fetch everything again.
+    With a cache (`config.cache` a folder; `auto` resolved first by `resolve_cache`) the store is
+    the cache: `CACHE/<digest of cache_settings>/packs/`, looked up by URL before a download and
+    kept after the run, so a rerun or a resumed run into the same output downloads only what it
+    has not stored yet, and changing `images.size` never serves an image of the old size.
+    Without one it is `STAGING/images/`, removed with the staging folder at the commit.
+    Local files (Flickr8K's folder) are stored but never looked up: reading them is what a
+    download would replace. Drops are not kept: a 404 or a timeout may recover by the next run.
     """
-
-    def __init__(self, root: str, config: ImagesConfig):
+    cache = config.cache
+    if isinstance(cache, str) and cache != "auto":
         digest = hashlib.sha256(
             json.dumps(cache_settings(config), sort_keys=True).encode("utf-8")
         ).hexdigest()[:16]
-        self.root = root
-        self._folder = _join(root, digest)
-        self._lock = threading.Lock()
-        self._hits = self._misses = self._write_errors = 0
-
-    def path(self, url: str) -> str:
-        """Where the entry of `url` (an `image_url`) lives; raises `Rejected` for a bad URL."""
-        key = hashlib.sha256(normalize_url(url).encode("utf-8")).hexdigest()
-        return _join(self._folder, key[:2], key)
-
-    def get(self, url: str) -> StoredImage | None:
-        """The stored image of `url`, or None: a miss (counted), or a bad URL (not counted: it
-        is never downloaded)."""
-        try:
-            path = self.path(url)
-        except Rejected:
-            return None
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                stored = _decode_entry(f.read())
-        except Exception:  # noqa: BLE001 - absent or unreadable: either way a miss
-            stored = None
-        with self._lock:
-            if stored is None:
-                self._misses += 1
-            else:
-                self._hits += 1
-        return stored
-
-    def put(self, url: str, stored: StoredImage) -> None:
-        """Keep `stored` for `url`; a failure (a full disk) is logged and counted, never raised:
-        the pair is kept all the same."""
-        path = self.path(url)
-        folder, name = path.rsplit("/", 1)
-        tmp = _join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
-        facts = {
-            "url": normalize_url(url),
-            "width": stored.width,
-            "height": stored.height,
-            "phash": stored.phash,
-            "sha256": stored.sha256,
-            "mime_type": stored.mime_type,
-            "extension": stored.extension,
-        }
-        try:
-            with FileSystems.create(tmp) as f:
-                f.write(CACHE_MAGIC + json.dumps(facts).encode("utf-8") + b"\n" + stored.data)
-            FileSystems.rename([tmp], [path])
-        except Exception as err:  # noqa: BLE001 - the cache is an optimisation
-            with self._lock:
-                self._write_errors += 1
-                errors = self._write_errors
-            if errors <= LOGGED_CACHE_ERRORS:
-                log.warning("image cache: cannot write %s: %s", path, err)
-
-    def take_counts(self) -> tuple[int, int, int]:
-        """(hits, misses, write errors) since the last call."""
-        with self._lock:
-            counts = self._hits, self._misses, self._write_errors
-            self._hits = self._misses = self._write_errors = 0
-        return counts
-
-
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts]) if "://" in base else os.path.join(base, *parts)
-
-
-def _decode_entry(raw: bytes) -> StoredImage | None:
-    if not raw.startswith(CACHE_MAGIC):
-        return None
-    header, sep, data = raw[len(CACHE_MAGIC) :].partition(b"\n")
-    if not sep:
-        return None
-    facts = json.loads(header)
-    if hashlib.sha256(data).hexdigest() != facts["sha256"]:
-        return None
-    return StoredImage(
-        data=data,
-        width=facts["width"],
-        height=facts["height"],
-        phash=facts["phash"],
-        sha256=facts["sha256"],
-        mime_type=facts["mime_type"],
-        extension=facts["extension"],
-    )
+        return ImageStore(store_join(cache, digest), reuse=True)
+    return ImageStore(store_join(staging, STAGING_STORE))
 
 
 # ---------------------------------------------------------------------------- fetching
 
 
 class ImageFetcher:
-    """Gets (`load`: I/O) and verifies, hashes and stores (`store`: CPU) the image of a pair;
-    safe to share among threads. Neither step raises: a failure is the pair's `Drop`.
+    """Gets (`load`: I/O) and verifies, hashes and stores (`store`: CPU, then one append to a
+    pack of the `ImageStore`) the image of a pair; safe to share among threads. Neither step
+    raises for a bad record: a failure is the pair's `Drop`. A pack that cannot be written (a
+    full disk) is not a bad record: that raises, and fails the bundle.
 
-    With a cache (`config.cache` a folder; `auto` must have been resolved by `resolve_cache`,
-    unresolved it means none), `load` answers a URL already stored with the finished pair and
-    `store` keeps what it stored for the next run."""
+    When the store is the image cache (`store.reuse`), `load` answers an image it already holds
+    (`cache_key`) with the finished pair (its reference, no new copy), counted as a hit."""
 
-    def __init__(self, config: ImagesConfig, trusted_networks: Sequence[str] = ()):
+    def __init__(
+        self, config: ImagesConfig, store: ImageStore, trusted_networks: Sequence[str] = ()
+    ):
         self.config = config
-        use_cache = isinstance(config.cache, str) and config.cache != "auto"
-        self.cache = ImageCache(config.cache, config) if use_cache else None
+        self._store = store
+        self.index = StoreIndex(store) if store.reuse else None
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
         self.policy = AddressPolicy(config.allow_private_hosts, trusted_networks)
         self.user_agent = config.user_agent or DEFAULT_USER_AGENT
         self._robots_token = re.match(r"[^/\s]*", self.user_agent).group(0).lower()
@@ -651,41 +552,74 @@ class ImageFetcher:
     def close(self) -> None:
         self.session.close()
 
-    def fetch(self, pair: Pair) -> Pair | Drop:
+    def take_counts(self) -> tuple[int, int]:
+        """(cache hits, cache misses) since the last call."""
+        with self._lock:
+            counts = self._hits, self._misses
+            self._hits = self._misses = 0
+        return counts
+
+    def fetch(self, pair: Pair, writer: PackWriter) -> Pair | Drop:
         """`load` then `store`, in this thread."""
         data = self.load(pair)
-        return data if isinstance(data, (Pair, Drop)) else self.store(pair, data)
+        return data if isinstance(data, (Pair, Drop)) else self.store(pair, data, writer)
+
+    def cache_key(self, pair: Pair) -> str | None:
+        """What a pair's stored image is found by in the image cache: its normalised URL (not
+        the `url_map`ped address, which may change between runs, as the demo's port does), or
+        for a local file its path, size and modification time (an edited file is a miss);
+        None when the store is not the cache or the file cannot be looked at (`read_file`
+        then says why). Raises `Rejected` for a bad URL."""
+        if self.index is None:
+            return None
+        if not pair.image_path:
+            return normalize_url(pair.image_url)
+        try:
+            if "://" in pair.image_path:
+                meta = FileSystems.match([pair.image_path])[0].metadata_list[0]
+                size, modified = meta.size_in_bytes, meta.last_updated_in_seconds
+            else:
+                status = os.stat(pair.image_path)
+                size, modified = status.st_size, status.st_mtime_ns
+        except Exception:  # noqa: BLE001 - missing or unreadable: read_file names the reason
+            return None
+        return f"{pair.image_path}|{size}|{modified}"
 
     def load(self, pair: Pair) -> bytes | Pair | Drop:
-        """The bytes of a pair's image (I/O only), the finished pair when the cache has its
-        URL, or its `Drop`; never raises."""
+        """The bytes of a pair's image (I/O only), the finished pair when the cache holds it,
+        or its `Drop`; never raises."""
         try:
+            if not (pair.image_path or pair.image_url):
+                return drop(pair, "no_image")
+            key = self.cache_key(pair)
+            if key is not None:
+                cached = self.index.get(key)
+                with self._lock:
+                    if cached is None:
+                        self._misses += 1
+                    else:
+                        self._hits += 1
+                if cached is not None:
+                    ref, stored = cached
+                    return with_image(pair, stored, ref)
             if pair.image_path:
                 return self.read_file(pair.image_path)
-            if pair.image_url:
-                if self.cache is not None:
-                    cached = self.cache.get(pair.image_url)
-                    if cached is not None:
-                        return with_image(pair, cached)
-                return self.download(pair.image_url)
-            return drop(pair, "no_image")
+            return self.download(pair.image_url)
         except Rejected as rejected:
             return drop(pair, rejected.reason, rejected.detail)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
             return failed(pair, STAGE, err)
 
-    def store(self, pair: Pair, data: bytes) -> Pair | Drop:
-        """The pair with its image verified, hashed and stored (CPU only), or its `Drop`; never
-        raises."""
+    def store(self, pair: Pair, data: bytes, writer: PackWriter) -> Pair | Drop:
+        """The pair with its image verified, hashed and appended to the store (CPU, then one
+        write), or its `Drop`."""
         try:
             stored = store_image(data, self.config)
         except Rejected as rejected:
             return drop(pair, rejected.reason, rejected.detail)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
             return failed(pair, STAGE, err)
-        if self.cache is not None and pair.image_url and not pair.image_path:
-            self.cache.put(pair.image_url, stored)
-        return with_image(pair, stored)
+        return with_image(pair, stored, writer.append(stored, self.cache_key(pair)))
 
     def read_file(self, path: str) -> bytes:
         limit = self.config.max_bytes
@@ -786,11 +720,12 @@ class ImageFetcher:
             chunks.append(chunk)
 
 
-def with_image(pair: Pair, stored: StoredImage) -> Pair:
-    """`pair` with its stored image and what describes it. `image_path` keeps the source
-    location (dedupe counts locations); the output's `image.path` is a name the writer makes."""
+def with_image(pair: Pair, stored: StoredImage, ref: str) -> Pair:
+    """`pair` with the reference of its stored image and what describes it. `image_path` keeps
+    the source location (dedupe counts locations); the output's `image.path` is a name the
+    writer makes."""
     return pair._replace(
-        image_bytes=stored.data,
+        image_ref=ref,
         phash=stored.phash,
         sha256=stored.sha256,
         width=stored.width,
@@ -813,6 +748,7 @@ class FetchScheduler:
     def __init__(
         self,
         fetcher: ImageFetcher,
+        writer: PackWriter,
         load_pool: concurrent.futures.Executor,
         store_pool: concurrent.futures.Executor,
         concurrency: int,
@@ -820,6 +756,7 @@ class FetchScheduler:
         max_buffered: int,
     ):
         self._fetcher = fetcher
+        self._writer = writer
         self._load_pool = load_pool
         self._store_pool = store_pool
         self._concurrency = concurrency
@@ -868,7 +805,7 @@ class FetchScheduler:
                     self._buffered -= 1
                     finished.append((tag, data, 0))
                 else:
-                    stored = self._store_pool.submit(self._fetcher.store, pair, data)
+                    stored = self._store_pool.submit(self._fetcher.store, pair, data, self._writer)
                     self._storing[stored] = (tag, len(data))
             else:
                 tag, nbytes = self._storing.pop(future)
@@ -920,8 +857,9 @@ class _FetchImagesFn(beam.DoFn):
     a bundle's memory is bounded by that many images (`max_bytes` each at worst). `total`, the
     number of pairs of the stage, is for the progress line only."""
 
-    def __init__(self, config: ImagesConfig, trusted_networks: Sequence[str]):
+    def __init__(self, config: ImagesConfig, store: ImageStore, trusted_networks: Sequence[str]):
         self._config = config
+        self._store = store
         self._trusted_networks = tuple(trusted_networks)
         self._kept = Metrics.counter(STAGE, "kept")
         self._dropped = Metrics.counter(STAGE, "dropped")
@@ -929,12 +867,11 @@ class _FetchImagesFn(beam.DoFn):
         self._stored_bytes = Metrics.counter(STAGE, "bytes_stored")
         self._cache_hits = Metrics.counter(STAGE, "cache_hits")
         self._cache_misses = Metrics.counter(STAGE, "cache_misses")
-        self._cache_write_errors = Metrics.counter(STAGE, "cache_write_errors")
         self._total: int | None = None
 
     def setup(self):
         _set_pillow_bomb_guard(self._config.max_pixels)
-        self._fetcher = ImageFetcher(self._config, self._trusted_networks)
+        self._fetcher = ImageFetcher(self._config, self._store, self._trusted_networks)
         self._load_pool = concurrent.futures.ThreadPoolExecutor(
             self._config.concurrency, thread_name_prefix="images-load"
         )
@@ -945,8 +882,11 @@ class _FetchImagesFn(beam.DoFn):
 
     def start_bundle(self):
         c = self._config
+        # One pack a bundle: closed (uploaded) before the bundle's pairs are committed.
+        self._writer = self._store.writer()
         self._scheduler = FetchScheduler(
             self._fetcher,
+            self._writer,
             self._load_pool,
             self._store_pool,
             c.concurrency,
@@ -969,6 +909,7 @@ class _FetchImagesFn(beam.DoFn):
 
     def finish_bundle(self):
         yield from self._emit(self._scheduler.drain())
+        self._writer.close()
 
     def teardown(self):
         for pool in (getattr(self, "_load_pool", None), getattr(self, "_store_pool", None)):
@@ -987,14 +928,12 @@ class _FetchImagesFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DROPPED, WindowedValue(result, timestamp, (window,)))
             else:
                 self._kept.inc()
-                self._stored_bytes.inc(len(result.image_bytes))
+                self._stored_bytes.inc(parse_ref(result.image_ref)[2])
                 yield WindowedValue(result, timestamp, (window,))
-        # The cache counts in the load and store threads, where Beam counters are not bound.
-        if self._fetcher.cache is not None:
-            hits, misses, write_errors = self._fetcher.cache.take_counts()
-            self._cache_hits.inc(hits)
-            self._cache_misses.inc(misses)
-            self._cache_write_errors.inc(write_errors)
+        # The cache counts in the load threads, where Beam counters are not bound.
+        hits, misses = self._fetcher.take_counts()
+        self._cache_hits.inc(hits)
+        self._cache_misses.inc(misses)
 
 
 def _cpu_count() -> int:
@@ -1007,15 +946,19 @@ def _cpu_count() -> int:
 class FetchImages(beam.PTransform):
     """Gets, verifies, hashes and stores the image of every pair. Returns `(pairs, dropped)`.
 
-    With `config.fetch` False the pairs pass through untouched (URL-only rows) and nothing is
-    dropped. `config.cache` is a folder (see `ImageCache`), or `auto` resolved against the
-    output folder first (`resolve_cache`; unresolved, no cache), or False. `trusted_networks`
-    is for tests only (see `AddressPolicy`).
+    Each kept pair carries `image_ref`, the reference of its stored image in `store` (see
+    `image_store`: the run's staging store, or the image cache); the bytes stay out of the
+    graph until `WriteDataset` reads them back. With `config.fetch` False the pairs pass through
+    untouched (URL-only rows) and nothing is dropped. `trusted_networks` is for tests only (see
+    `AddressPolicy`).
     """
 
-    def __init__(self, config: ImagesConfig, *, trusted_networks: Sequence[str] = ()):
+    def __init__(
+        self, config: ImagesConfig, store: ImageStore, *, trusted_networks: Sequence[str] = ()
+    ):
         super().__init__()
         self._config = config
+        self._store = store
         self._trusted_networks = tuple(trusted_networks)
 
     def expand(self, pairs):
@@ -1026,13 +969,11 @@ class FetchImages(beam.PTransform):
         total = beam.pvalue.AsSingleton(
             pairs | "CountForProgress" >> beam.combiners.Count.Globally()
         )
+        fetch = _FetchImagesFn(self._config, self._store, self._trusted_networks)
         fetched = (
             pairs
             # Readers emit a shard's pairs from one worker; spread the slow fetches out.
             | "Spread" >> beam.Reshuffle()
-            | "Fetch"
-            >> beam.ParDo(_FetchImagesFn(self._config, self._trusted_networks), total).with_outputs(
-                DROPPED, main="kept"
-            )
+            | "Fetch" >> beam.ParDo(fetch, total).with_outputs(DROPPED, main="kept")
         )
         return fetched.kept, fetched[DROPPED]

@@ -36,7 +36,9 @@ class Pair(NamedTuple):
     caption_field: str | None = None
     source_language: str | None = None
     image_url: str | None = None
-    image_bytes: bytes | None = None
+    # The stored image, once fetched: a reference into the run's image store
+    # (`pipeline.store`), never the bytes, so that groupings move only small records.
+    image_ref: str | None = None
     image_path: str | None = None
     phash: str | None = None
     sha256: str | None = None
@@ -156,16 +158,17 @@ COLUMN_DOCS = {
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
-def to_row(pair: Pair) -> dict:
-    """A pair as one row of `SCHEMA`.
+def to_row(pair: Pair, image: bytes | None = None) -> dict:
+    """A pair as one row of `SCHEMA`, with `image` the bytes of its stored image (read back from
+    the store by the writer; None when not fetched).
 
     Only fetched images fill `image`, with `<id>.<ext>` as its path: a row never carries a local
     path of the machine it was built on.
     """
     row = {name: getattr(pair, name, None) for name in SCHEMA.names if name != "image"}
-    if pair.image_bytes is None:
+    if image is None:
         row["image"] = None
     else:
         extension = EXTENSIONS.get(pair.mime_type or "", "img")
-        row["image"] = {"bytes": pair.image_bytes, "path": f"{pair.id}.{extension}"}
+        row["image"] = {"bytes": image, "path": f"{pair.id}.{extension}"}
     return row

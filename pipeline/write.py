@@ -4,7 +4,10 @@ Pairs are spread over `ceil(kept / rows_per_shard)` shards by a hash of their id
 holds about `rows_per_shard` rows) and sorted by id inside a shard: the same inputs give the
 same files on any runner. Every shard index is written, empty ones included, so the names
 `train-XXXXX-of-NNNNN.parquet` always form a complete set. Each file is written under a temporary
-name and renamed, so a retried bundle never leaves half a shard.
+name and renamed, so a retried bundle never leaves half a shard. The pairs carry references to
+their images (`pipeline.store`); a shard's images are read back from the store, a row group
+(`ROWS_PER_GROUP` rows) at a time, and the file is streamed out, so writing a shard holds one
+row group's images, not the shard's.
 
 A reader of the output folder never sees a half-written dataset, and a run that fails or is
 killed leaves the previous output as it was: the shards, card and stats are written into a
@@ -14,11 +17,13 @@ one aside, the new one in: a reader sees the old set or the new one, each whole)
 and `stats.json` replaced, `stats.json` last; the old shards are deleted after. Object stores
 have no folder rename: there each new shard is moved in, then the old shards that are not in the
 new set are deleted, then the card and stats. Staging folders of killed runs are removed by the
-next run's commit.
+next run's commit. The run's image store lives in its staging folder too (unless it is the
+image cache) and goes with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -26,6 +31,7 @@ import os
 import posixpath
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
@@ -34,12 +40,15 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import progress
-from pipeline.records import COLUMN_DOCS, SCHEMA, to_row
+from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, to_row
+from pipeline.store import ImageStore, PackReader
 
 DATA_DIR = "data"
 STAGING_PREFIX = ".incoming-"
 # The files of the output folder that a run replaces; anything else there is left alone.
 COMMITTED_FILES = ("README.md", "stats.json")  # stats.json last: it says the output is whole
+# Rows of one Parquet row group: the images the writer holds at once (about 20-40 MB at 256 px).
+ROWS_PER_GROUP = 1000
 
 
 def hf_features():
@@ -75,24 +84,85 @@ def shard_of(pair_id: str, count: int) -> int:
     return int(pair_id[:12], 16) % count
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary name, so readers never see half a file."""
+def staging_dir(output_dir: str) -> str:
+    """A new staging folder for one run into `output_dir` (see the module's docstring)."""
+    return join(output_dir, STAGING_PREFIX + uuid.uuid4().hex[:12])
+
+
+@contextlib.contextmanager
+def replacing(path: str) -> Iterator:
+    """A file to write that appears at `path` only once whole: it is written under a temporary
+    name and renamed, so readers never see half a file."""
     tmp = join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
     with FileSystems.create(tmp) as f:
-        f.write(data)
+        yield f
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
 
 
-def table_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
-    """A Parquet file of `rows`. An empty one has no row group at all: `datasets` fails on a
-    row group of zero rows ("BatchSize must be greater than 0") but reads a file with none."""
-    sink = pa.BufferOutputStream()
+def write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` through a temporary name, so readers never see half a file."""
+    with replacing(path) as f:
+        f.write(data)
+
+
+class _HashingSink:
+    """A write-only file that passes what it is given on to `f` and hashes it."""
+
+    def __init__(self, f):
+        self._f = f
+        self._hash = hashlib.sha256()
+        self._written = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        self._f.write(data)
+        self._hash.update(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def write_table(sink, row_groups: Iterable[list[dict]], schema: pa.Schema) -> None:
+    """A Parquet file of `row_groups` (lists of rows) into `sink`. An empty one has no row group
+    at all: `datasets` fails on a row group of zero rows ("BatchSize must be greater than 0")
+    but reads a file with none."""
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        if rows:
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+        for rows in row_groups:
+            if rows:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+
+
+def table_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
+    """A Parquet file of `rows` (one row group), as bytes."""
+    sink = pa.BufferOutputStream()
+    write_table(sink, [rows], schema)
     return sink.getvalue().to_pybytes()
+
+
+def rows_with_images(pairs: list[Pair], reader: PackReader | None) -> list[dict]:
+    """The rows of `pairs`, each image read back from the store and checked against the sha256
+    the images stage computed (a wrong offset or a damaged pack fails the shard, loudly)."""
+    refs = [p.image_ref for p in pairs if p.image_ref]
+    if refs and reader is None:
+        raise ValueError("pairs refer to stored images but the writer has no image store")
+    images = reader.read_many(refs) if refs else {}
+    rows = []
+    for p in pairs:
+        image = images.get(p.image_ref) if p.image_ref else None
+        if image is not None and hashlib.sha256(image).hexdigest() != p.sha256:
+            raise OSError(f"image store: {p.image_ref} does not hold the image of {p.id}")
+        rows.append(to_row(p, image))
+    return rows
 
 
 def fingerprint(shards: list[tuple[str, int, str]]) -> str:
@@ -227,11 +297,16 @@ def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> No
             if FileSystems.exists(target):
                 FileSystems.delete([target])
             FileSystems.rename([source], [target])
+    # What is left under staging folders, this run's and killed runs' (their image stores).
+    leftovers = FileSystems.match([join(output_dir, STAGING_PREFIX + "*", "**")])[0]
+    if leftovers.metadata_list:
+        FileSystems.delete([m.path for m in leftovers.metadata_list])
 
 
 class _WriteShard(beam.DoFn):
-    def __init__(self, staging: str):
+    def __init__(self, staging: str, store: ImageStore | None):
         self._staging = staging
+        self._store = store
         self._schema = None
 
     def setup(self):
@@ -241,10 +316,16 @@ class _WriteShard(beam.DoFn):
         index, items = keyed
         pairs = sorted((p for p in items if p is not None), key=lambda p: p.id)
         path = join(self._staging, DATA_DIR, shard_name(index, count))
-        data = table_bytes([to_row(p) for p in pairs], self._schema)
-        write_bytes(path, data)
+        with contextlib.ExitStack() as stack:
+            reader = stack.enter_context(self._store.reader()) if self._store else None
+            sink = _HashingSink(stack.enter_context(replacing(path)))
+            groups = (
+                rows_with_images(pairs[i : i + ROWS_PER_GROUP], reader)
+                for i in range(0, len(pairs), ROWS_PER_GROUP)
+            )
+            write_table(sink, groups, self._schema)
         progress.advance("write", total=count, unit="shards")
-        yield path, len(pairs), hashlib.sha256(data).hexdigest()
+        yield path, len(pairs), sink.hexdigest()
 
 
 class _WriteCardAndStats(beam.DoFn):
@@ -285,7 +366,9 @@ class _WriteCardAndStats(beam.DoFn):
 
 class WriteDataset(beam.PTransform):
     """`(pairs, stats)` → the output folder; returns the `stats` element once all is written
-    and committed (see the module's docstring)."""
+    and committed (see the module's docstring). `store`: where the pairs' `image_ref`s point
+    (`pipeline.store`). `staging`: the run's staging folder (default: a new one); a store in it
+    (all but the image cache) is removed with it by the commit."""
 
     def __init__(
         self,
@@ -295,6 +378,8 @@ class WriteDataset(beam.PTransform):
         name: str,
         manifest_text: str | None = None,
         translation_model: str | None = None,
+        staging: str | None = None,
+        store: ImageStore | None = None,
     ):
         super().__init__()
         self._output_dir = output_dir
@@ -303,7 +388,8 @@ class WriteDataset(beam.PTransform):
         self._manifest_text = manifest_text
         self._translation_model = translation_model
         # One staging folder per pipeline: a killed run's is never mistaken for this one's.
-        self._staging = join(output_dir, STAGING_PREFIX + uuid.uuid4().hex[:12])
+        self._staging = staging or staging_dir(output_dir)
+        self._store = store
 
     def expand(self, pcolls):
         pairs, stats = pcolls
@@ -321,7 +407,7 @@ class WriteDataset(beam.PTransform):
             (keyed, markers)
             | "WithMarkers" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WriteShard(self._staging), count_side)
+            | "WriteShards" >> beam.ParDo(_WriteShard(self._staging, self._store), count_side)
         )
         return stats | "WriteCardAndStats" >> beam.ParDo(
             _WriteCardAndStats(

@@ -6,6 +6,7 @@ URLs opened for reading (a test that counts reads sets it to a fresh list)."""
 from __future__ import annotations
 
 import os
+import shutil
 
 from apache_beam.io.filesystem import FileMetadata, MatchResult
 from apache_beam.io.localfilesystem import LocalFileSystem
@@ -53,9 +54,18 @@ class UrlFileSystem(LocalFileSystem):
         return super().exists(self._local(path))
 
     def delete(self, paths):
-        return super().delete([self._local(p) for p in paths])
+        # Not LocalFileSystem.delete: it expands `paths` through `match`, which answers URLs.
+        for path in paths:
+            local = self._local(path)
+            if os.path.isdir(local):
+                shutil.rmtree(local)
+            else:
+                os.remove(local)
 
     def rename(self, sources, destinations):
+        # An object store has no folders: a name can be moved anywhere.
+        for path in destinations:
+            os.makedirs(os.path.dirname(self._local(path)), exist_ok=True)
         return super().rename(
             [self._local(p) for p in sources], [self._local(p) for p in destinations]
         )

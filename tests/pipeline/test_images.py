@@ -13,6 +13,7 @@ import concurrent.futures
 import hashlib
 import io
 import socket
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -55,6 +56,7 @@ from pipeline.images import (
 )
 from pipeline.manifest import ImagesConfig
 from pipeline.records import Drop, Pair
+from pipeline.store import ImageStore
 
 LOOPBACK = ("127.0.0.1/32",)
 JPEG = {"Content-Type": "image/jpeg"}
@@ -62,11 +64,15 @@ PNG = {"Content-Type": "image/png"}
 
 
 def fetch_one(config: ImagesConfig, url: str, trusted=LOOPBACK) -> Pair | Drop:
-    fetcher = ImageFetcher(config, trusted)
-    try:
-        return fetcher.fetch(image_pair(1, url))
-    finally:
-        fetcher.close()
+    with tempfile.TemporaryDirectory() as folder:
+        store = ImageStore(folder)
+        fetcher = ImageFetcher(config, store, trusted)
+        writer = store.writer()
+        try:
+            return fetcher.fetch(image_pair(1, url), writer)
+        finally:
+            writer.close()
+            fetcher.close()
 
 
 def reason(result: Pair | Drop) -> str:
@@ -156,18 +162,23 @@ def test_every_outcome_through_the_stage(server, tmp_path):
     kept_sizes = {line: out for line, (_, out) in cases.items() if isinstance(out, tuple)}
     drop_reasons = [(line, out) for line, (_, out) in cases.items() if isinstance(out, str)]
 
+    store = ImageStore(str(tmp_path / "store"))
+
     def check_kept(kept: list[Pair]) -> None:
         assert {p.input_line: (p.width, p.height) for p in kept} == kept_sizes
         for p in kept:
             assert p.mime_type == "image/jpeg"
-            assert p.sha256 == hashlib.sha256(p.image_bytes).hexdigest()
+            data = store.read(p.image_ref)  # the pair carries a reference, never the bytes
+            assert p.sha256 == hashlib.sha256(data).hexdigest()
             assert len(p.phash) == 16 and int(p.phash, 16) >= 0
-            decoded = datasets.Image().decode_example({"bytes": p.image_bytes, "path": None})
+            decoded = datasets.Image().decode_example({"bytes": data, "path": None})
             assert (decoded.width, decoded.height, decoded.mode) == (p.width, p.height, "RGB")
 
     start = time.monotonic()
     with TestPipeline() as p:
-        kept, dropped = p | beam.Create(pairs) | FetchImages(CONFIG, trusted_networks=LOOPBACK)
+        kept, dropped = (
+            p | beam.Create(pairs) | FetchImages(CONFIG, store, trusted_networks=LOOPBACK)
+        )
         assert_that(kept, check_kept, label="Kept")
         assert_that(
             dropped | beam.Map(lambda d: (d.input_line, d.reason)),
@@ -188,15 +199,16 @@ def test_every_outcome_through_the_stage(server, tmp_path):
     assert elapsed < 15  # concurrent: the waits (Retry-After, backoff) overlap
 
 
-def test_fetch_false_passes_pairs_through_untouched():
+def test_fetch_false_passes_pairs_through_untouched(tmp_path):
     pairs = [image_pair(1, "http://10.0.0.1/x.jpg"), image_pair(2)]
+    store = ImageStore(str(tmp_path / "store"))
     with TestPipeline() as p:
-        kept, dropped = p | beam.Create(pairs) | FetchImages(ImagesConfig(fetch=False))
+        kept, dropped = p | beam.Create(pairs) | FetchImages(ImagesConfig(fetch=False), store)
         assert_that(kept, equal_to(pairs), label="Kept")
         assert_that(dropped, equal_to([]), label="Dropped")
 
 
-def test_the_stage_fetches_many_at_once_within_the_host_bound():
+def test_the_stage_fetches_many_at_once_within_the_host_bound(tmp_path):
     config = ImagesConfig(
         allow_private_hosts=True, concurrency=16, per_host=6, deadline=10.0, size=64
     )
@@ -205,7 +217,7 @@ def test_the_stage_fetches_many_at_once_within_the_host_bound():
         pairs = [image_pair(i, f"{url}?n={i}") for i in range(24)]
         start = time.monotonic()
         with TestPipeline() as p:
-            kept, _ = p | beam.Create(pairs) | FetchImages(config)
+            kept, _ = p | beam.Create(pairs) | FetchImages(config, ImageStore(str(tmp_path)))
             assert_that(kept | beam.Map(lambda x: x.input_line), equal_to(list(range(24))))
         elapsed = time.monotonic() - start
         assert server.max_active == 6  # per_host, not 1 and not concurrency
@@ -499,9 +511,9 @@ class FakeFetcher:
             self.finished.append(host)
         return b"x" * 10
 
-    def store(self, pair, data):
+    def store(self, pair, data, writer):
         self.stored.append(threading.current_thread().name)
-        return pair._replace(image_bytes=data)
+        return pair._replace(image_ref=f"{writer}:{data.decode()}")
 
 
 def test_scheduler_bounds_hosts_and_total_and_goes_round_robin():
@@ -513,7 +525,7 @@ def test_scheduler_bounds_hosts_and_total_and_goes_round_robin():
         concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store") as store_pool,
     ):
         scheduler = FetchScheduler(
-            fetcher, load_pool, store_pool, concurrency=5, per_host=2, max_buffered=100
+            fetcher, "pack", load_pool, store_pool, concurrency=5, per_host=2, max_buffered=100
         )
         results = []
         for pair in pairs:
@@ -521,7 +533,7 @@ def test_scheduler_bounds_hosts_and_total_and_goes_round_robin():
             results += scheduler.ready()
         results += list(scheduler.drain())
     assert sorted(tag for tag, _, _ in results) == sorted(p.input_line for p in pairs)
-    assert all(r.image_bytes == b"x" * 10 and n == 10 for _, r, n in results)
+    assert all(r.image_ref == "pack:" + "x" * 10 and n == 10 for _, r, n in results)
     assert fetcher.peaks["hot.example"] == 2 and fetcher.peaks["total"] == 5
     assert all(fetcher.peaks[f"h{i}.example"] <= 2 for i in range(3))
     assert all(name.startswith("store") for name in fetcher.stored)  # not on a load thread

@@ -295,10 +295,14 @@ def test_an_output_that_kept_nothing_at_all(tmp_path):
     assert len(built.soup.select("img.plot")) == 1
 
 
-def write_output(out: Path, pairs: list[Pair], stats: dict) -> None:
-    """An output folder written with the writer's own functions, for rows no reader makes yet."""
+def write_output(
+    out: Path, pairs: list[Pair], stats: dict, images: dict[str, bytes] | None = None
+) -> None:
+    """An output folder written with the writer's own functions, for rows no reader makes yet;
+    `images`: the image bytes of pairs by id."""
     (out / "data").mkdir(parents=True)
-    rows = [to_row(p) for p in sorted(pairs, key=lambda p: p.id)]
+    images = images or {}
+    rows = [to_row(p, images.get(p.id)) for p in sorted(pairs, key=lambda p: p.id)]
     (out / "data" / "train-00000-of-00001.parquet").write_bytes(table_bytes(rows, arrow_schema()))
     card = dataset_card("handmade", stats, hf_features(), "name: handmade\n", "0" * 16)
     (out / "README.md").write_text(card, encoding="utf-8")
@@ -321,7 +325,6 @@ def test_wikipedia_samples_show_title_licence_and_attribution_escaped(tmp_path):
         source_key=key,
         caption_ar=caption,
         caption_origin=GENUINE,
-        image_bytes=png((200, 30, 30), (400, 200)),
         mime_type="image/png",
         width=400,
         height=200,
@@ -332,7 +335,7 @@ def test_wikipedia_samples_show_title_licence_and_attribution_escaped(tmp_path):
         attribution='<a href="http://evil.example/">Bernard Gagnon</a>',
     )
     stats = build_stats([("read", "wikipedia", 1), ("kept", "wikipedia", 1)], ["wikipedia"])
-    write_output(tmp_path / "out", [pair], stats)
+    write_output(tmp_path / "out", [pair], stats, {pair.id: png((200, 30, 30), (400, 200))})
     built = report_of(tmp_path / "out")
     soup = built.soup
     assert not soup.find_all("script")
@@ -385,7 +388,6 @@ def test_an_output_behind_a_filesystem_url_is_read_and_written_through_beam(tmp_
             source_key=str(i),
             caption_ar=f"صورة رقم {i}",
             caption_origin=GENUINE,
-            image_bytes=png((10 * i, 90, 160), (64, 48)),
             mime_type="image/png",
             width=64,
             height=48,
@@ -394,7 +396,8 @@ def test_an_output_behind_a_filesystem_url_is_read_and_written_through_beam(tmp_
         for i in range(3)
     ]
     stats = build_stats([("read", "wit", 3), ("kept", "wit", 3)], ["wit"])
-    write_output(tmp_path / "bucket" / "out", pairs, stats)
+    images = {p.id: png((10 * i, 90, 160), (64, 48)) for i, p in enumerate(pairs)}
+    write_output(tmp_path / "bucket" / "out", pairs, stats, images)
     path = build_report("urltestfs://bucket/out")
     assert path == "urltestfs://bucket/out/report.html"
     soup = BeautifulSoup(
