@@ -100,10 +100,11 @@ def build_pipeline(
     images = images_config(manifest)
     store = image_store(images, staging)
     pairs, image_drops = pairs | "FetchImages" >> FetchImages(images, store)
-    pairs, duplicate_drops = pairs | "DropDuplicates" >> DropDuplicates(
+    pairs, duplicate_drops, kept_count = pairs | "DropDuplicates" >> DropDuplicates(
         manifest.dedupe.max_hamming,
         [s.name for s in manifest.sources],
         manifest.dedupe.placeholder_min_urls,
+        with_count=True,
     )
 
     dropped = (
@@ -117,7 +118,7 @@ def build_pipeline(
     stats = (emitted, source_drops, pairs, dropped) | "ComputeStats" >> ComputeStats(
         [s.name for s in manifest.sources]
     )
-    return (pairs, stats) | "WriteDataset" >> WriteDataset(
+    return (pairs, stats, kept_count) | "WriteDataset" >> WriteDataset(
         output_dir,
         rows_per_shard=manifest.output.rows_per_shard,
         name=manifest.name,

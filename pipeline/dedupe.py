@@ -881,6 +881,9 @@ class DropDuplicates(beam.PTransform):
     image group with differing captions is a placeholder (manifest
     `dedupe.placeholder_min_urls`, default 5).
 
+    `with_count`: return `(kept, dropped, count)`, `count` one element, the number of kept
+    pairs, known before they leave (for the shard count of `WriteDataset`).
+
     Only `DedupeKey`s are gathered (into one worker, see the module docstring); the losers'
     verdicts reach the pairs as a dict side input keyed by token, about 200 bytes a loser in
     memory: 120 MB for 600,000 losers, built once per worker (Dataflow serves a large `AsDict` by
@@ -889,9 +892,15 @@ class DropDuplicates(beam.PTransform):
     """
 
     def __init__(
-        self, max_hamming: int, source_order: Sequence[str], placeholder_min_urls: int = 5
+        self,
+        max_hamming: int,
+        source_order: Sequence[str],
+        placeholder_min_urls: int = 5,
+        *,
+        with_count: bool = False,
     ):
         super().__init__()
+        self._with_count = with_count
         if not 0 <= max_hamming <= HASH_BITS:
             raise ValueError(f"max_hamming must be in [0, {HASH_BITS}], got {max_hamming}")
         if placeholder_min_urls < 2:
@@ -916,4 +925,13 @@ class DropDuplicates(beam.PTransform):
             _ApplyVerdicts(), losers=beam.pvalue.AsDict(losers)
         ).with_outputs(DROPPED, main="kept")
         dropped = (keyed[DROPPED], applied[DROPPED]) | "MergeDrops" >> beam.Flatten()
-        return applied.kept, dropped
+        if not self._with_count:
+            return applied.kept, dropped
+        # Known as soon as the verdicts are: the writer shards the kept pairs as they leave
+        # ApplyVerdicts instead of holding them all until it has counted them itself.
+        count = (
+            keyed[KEYS]
+            | "CountKeys" >> beam.combiners.Count.Globally()
+            | "KeptCount" >> beam.Map(lambda n, losers: n - len(losers), beam.pvalue.AsList(losers))
+        )
+        return applied.kept, dropped, count

@@ -277,6 +277,8 @@ REQUIRED_FIGURES = (
     "translate_greedy_sent_per_s",
     "wikipedia_extract_pages_per_s",
     "wikipedia_requests_per_page",
+    "local_rss_kb_per_pair",
+    "local_rss_base_mb",
 )
 
 
@@ -613,6 +615,20 @@ class Estimate:
     def kept(self) -> int:
         return sum(s.kept for s in self.sources)
 
+    @property
+    def pairs_in_flight(self) -> int:
+        """The pairs that reach the images stage (the kept ones when images are not fetched):
+        what a local run holds references of at its barriers."""
+        return sum(max(s.fetched, s.kept) for s in self.sources)
+
+    @property
+    def local_memory_bytes(self) -> int:
+        """The peak memory of a local run (one machine, the default FnApiRunner), from the
+        scale benchmark: a base plus a measured figure per pair in flight."""
+        per_pair = self.figures.value("local_rss_kb_per_pair") * 1024
+        base = self.figures.value("local_rss_base_mb") * 2**20
+        return round(base + per_pair * self.pairs_in_flight)
+
 
 def _translate_rate(manifest: Manifest, figures: Figures, notes: list[str]) -> float:
     """Captions per second per core at the manifest's beam size."""
@@ -861,6 +877,12 @@ def format_estimate(est: Estimate) -> str:
         "(an assumption: no GPU was measured).",
         "Wall clock is a lower bound: the stages overlap, downloads share the link, and the "
         "crawl is serial (requests_per_second) whatever the workers.",
+        f"Memory of a local run (one machine): about {format_bytes(est.local_memory_bytes)} at "
+        f"its peak for {est.pairs_in_flight:,} pairs "
+        f"({est.figures.value('local_rss_kb_per_pair'):g} KB a pair over "
+        f"{est.figures.value('local_rss_base_mb'):g} MB, benchmarks/scale.py); the images are "
+        f"on disk, not in memory ({format_bytes(est.output_bytes)} of output, about as much "
+        "again in the image store until the commit).",
     ]
     provisional = est.figures.provisional()
     if provisional:
@@ -891,6 +913,8 @@ def estimate_json(est: Estimate) -> dict[str, Any]:
             "download_bytes": est.download_bytes,
             "output_bytes": est.output_bytes,
             "wall_hours": est.wall_hours,
+            "pairs_in_flight": est.pairs_in_flight,
+            "local_memory_bytes": est.local_memory_bytes,
         },
         "figures": est.figures.path,
         "provisional": est.figures.provisional(),
