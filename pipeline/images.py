@@ -79,7 +79,7 @@ from urllib3.util.retry import Retry
 
 from pipeline import progress
 from pipeline.manifest import ImagesConfig
-from pipeline.records import DROPPED, Drop, Pair, drop, failed
+from pipeline.records import DROPPED, Drop, Pair, SpreadPairs, drop, failed
 from pipeline.store import ImageStore, PackWriter, StoredImage, StoreIndex, parse_ref
 from pipeline.store import join as store_join
 
@@ -973,7 +973,7 @@ class FetchImages(beam.PTransform):
         fetched = (
             pairs
             # Readers emit a shard's pairs from one worker; spread the slow fetches out.
-            | "Spread" >> beam.Reshuffle()
+            | "Spread" >> SpreadPairs()
             | "Fetch" >> beam.ParDo(fetch, total).with_outputs(DROPPED, main="kept")
         )
         return fetched.kept, fetched[DROPPED]

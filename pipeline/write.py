@@ -40,7 +40,7 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import progress
-from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, to_row
+from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, decode_pair, encode_pair, to_row
 from pipeline.store import ImageStore, PackReader
 
 DATA_DIR = "data"
@@ -303,13 +303,9 @@ def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> No
         FileSystems.delete([m.path for m in leftovers.metadata_list])
 
 
-# The local runner keeps the values of a GroupByKey decoded while it groups them: a Pair as
-# a Python object takes about 2.5 times its encoded bytes, so the shards group encoded pairs.
-PAIR_CODER = beam.coders.registry.get_coder(Pair)
-
-
 def _by_shard(pair: Pair, count: int) -> tuple[int, bytes]:
-    return shard_of(pair.id, count), PAIR_CODER.encode(pair)
+    # Encoded, as in `SpreadPairs`: the local runner holds a GroupByKey's values decoded.
+    return shard_of(pair.id, count), encode_pair(pair)
 
 
 class _WriteShard(beam.DoFn):
@@ -323,7 +319,7 @@ class _WriteShard(beam.DoFn):
 
     def process(self, keyed, count):
         index, items = keyed
-        pairs = sorted((PAIR_CODER.decode(b) for b in items if b), key=lambda p: p.id)
+        pairs = sorted((decode_pair(b) for b in items if b), key=lambda p: p.id)
         path = join(self._staging, DATA_DIR, shard_name(index, count))
         with contextlib.ExitStack() as stack:
             reader = stack.enter_context(self._store.reader()) if self._store else None

@@ -21,7 +21,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.records import DROPPED, Drop, Pair
+from pipeline.records import DROPPED, Drop, Pair, SpreadPairs
 
 Parse = Callable[[BinaryIO, str, Any], Iterable[Pair | Drop]]
 
@@ -146,5 +146,5 @@ class ReadFiles(beam.PTransform):
             | "Parse"
             >> beam.ParDo(ParseFiles(self._parse, self._source)).with_outputs(DROPPED, main="pairs")
         )
-        pairs = parsed.pairs | "Spread" >> beam.Reshuffle()
+        pairs = parsed.pairs | "Spread" >> SpreadPairs()
         return pairs, parsed[DROPPED]

@@ -49,7 +49,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.manifest import WikipediaSource
-from pipeline.records import DROPPED, GENUINE, Drop, Pair, pair_id
+from pipeline.records import DROPPED, GENUINE, Drop, Pair, SpreadPairs, pair_id
 from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles, numbered_lines
 from pipeline.sources.mediawiki import FileInfo, MediaWikiClient, MediaWikiError, article_url
 from pipeline.sources.wikipedia_html import Figure, extract_figures
@@ -351,4 +351,4 @@ class ReadWikipedia(beam.PTransform):
             | "Start" >> beam.Create([None])
             | "Crawl" >> beam.ParDo(_CrawlFn(self._source)).with_outputs(DROPPED, main="pairs")
         )
-        return crawled.pairs | "Spread" >> beam.Reshuffle(), crawled[DROPPED]
+        return crawled.pairs | "Spread" >> SpreadPairs(), crawled[DROPPED]

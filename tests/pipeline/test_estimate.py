@@ -15,6 +15,7 @@ from pipeline.estimate import (
     EstimateError,
     estimate,
     estimate_json,
+    format_bytes,
     format_estimate,
     load_figures,
 )
@@ -258,3 +259,27 @@ def test_beam_options_are_refused():
     with pytest.raises(SystemExit) as exit_:
         main(["estimate", str(FULL), "--runner", "DirectRunner"])
     assert exit_.value.code == 2
+
+
+def test_the_memory_of_a_local_run_grows_with_the_pairs_that_reach_the_images(tmp_path):
+    figures = load_figures()
+    per_pair = figures.value("local_rss_kb_per_pair") * 1024
+    base = figures.value("local_rss_base_mb") * 2**20
+    shards = "paths: ['wit/wit_v1.train.all-0000[01]-of-00010.tsv.gz']\n"
+    fetched = run_estimate(write_manifest(tmp_path, f"sources:\n  - kind: wit\n    {shards}"))
+    [wit] = fetched.sources
+    assert fetched.pairs_in_flight == wit.fetched > 0
+    assert fetched.local_memory_bytes == round(base + per_pair * wit.fetched)
+    # Without images the kept pairs are what the graph holds.
+    text = f"sources:\n  - kind: wit\n    {shards}images:\n  fetch: false\n"
+    url_only = run_estimate(write_manifest(tmp_path, text))
+    assert url_only.pairs_in_flight == url_only.sources[0].kept
+
+    # The full build: printed in the table and given in the JSON line.
+    full = run_estimate(FULL)
+    assert f"about {format_bytes(full.local_memory_bytes)} at its peak" in format_estimate(full)
+    data = estimate_json(full)["total"]
+    assert data["local_memory_bytes"] == full.local_memory_bytes > 10 * 2**30
+    # Every pair whose image is fetched is held, also those whose image then fails (CC's dead
+    # links): more than the kept pairs.
+    assert data["pairs_in_flight"] == full.pairs_in_flight > full.kept
