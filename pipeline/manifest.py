@@ -200,9 +200,10 @@ class ImagesConfig:
     # URL prefixes fetched from elsewhere: a mirror, a cache, or the demo's local server. The
     # `image_url` column keeps the original. A YAML mapping {from-prefix: to-prefix}.
     url_map: tuple[tuple[str, str], ...] = ()
-    # The stored image of every URL kept, reused by reruns (pipeline.images.ImageCache): `auto`
-    # (DIR/cache/images for a local output, off for gs:// and other URLs), a folder (relative
-    # to the manifest), or false. `true` is `auto`.
+    # Where the run's image store is kept as a cache for reruns (pipeline.images.image_store):
+    # `auto` (DIR/cache/images for a local output, off for gs:// and other URLs), a folder
+    # (relative to the manifest), or false (the store is removed at the commit). `true` is
+    # `auto`.
     cache: str | bool = "auto"
 
 
