@@ -429,6 +429,11 @@ def test_a_killed_run_started_again_ends_as_the_uninterrupted_run(demo_build, tm
     host.release()
     stats, printed, _ = build(manifest, whole, capsys)
     first_fetches = len(host.paths)
+    # The same rows and stats as the demo built before the image store (images in the pairs).
+    recorded = json.loads((Path(__file__).parent / "demo_rows.json").read_text(encoding="utf-8"))
+    keys = ("id", "source_name", "caption_ar", "phash", "sha256")
+    assert [[r[k] for k in keys] for r in rows(whole)] == recorded["rows"]
+    assert stats == recorded["stats"]
     cache_hits, cache_misses = reuse(printed, "image cache")
     memory_hits, memory_misses = reuse(printed, "translation memory")
     assert memory_misses == 3  # the three captions the shipped memory lacks: the tiny model's
