@@ -448,23 +448,6 @@ def measure_images_stage(manifest: Path, runner_args: list[str], work: Path) -> 
 # ---------------------------------------------------------------------------- main
 
 
-def busy_cores(seconds: float = 2.0) -> float | None:
-    """How many cores something else keeps busy, from /proc/stat (None off Linux)."""
-
-    def sample() -> tuple[int, int]:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        values = [int(v) for v in fields]
-        return sum(values[:3]) + sum(values[5:8]), sum(values)
-
-    try:
-        busy0, total0 = sample()
-        time.sleep(seconds)
-        busy1, total1 = sample()
-    except OSError:
-        return None
-    return (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
-
-
 def parse_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(sorted({int(s.replace("_", "")) for s in text.split(",") if s.strip()}))
@@ -516,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     generation_s = make_images(largest)
     image_kb = mean_image_kb(largest)
     imported = check_imported_pipeline()
+    from images import busy_cores  # benchmarks/images.py, beside this script
+
     background = busy_cores()
     runs, stage = [], None
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
