@@ -41,7 +41,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import progress
 from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, decode_pair, encode_pair, to_row
-from pipeline.store import ImageStore, PackReader
+from pipeline.store import ImageStore, PackReader, join
 
 DATA_DIR = "data"
 STAGING_PREFIX = ".incoming-"
@@ -63,13 +63,6 @@ def hf_features():
 def arrow_schema() -> pa.Schema:
     """`SCHEMA` with the `huggingface` metadata that makes `datasets` decode `image`."""
     return hf_features().arrow_schema
-
-
-def join(base: str, *parts: str) -> str:
-    """A path under `base`, for local folders and filesystem URLs alike."""
-    if "://" in base:
-        return posixpath.join(base, *parts)
-    return FileSystems.join(base, *parts)
 
 
 def shard_name(index: int, count: int) -> str:
