@@ -1,7 +1,8 @@
 """The image store: pack files written once and read back byte-identical, on a local folder and
 on a Beam filesystem standing in for gs://; records cut short by a kill; the pairs in flight
 carrying references only; and through the CLI, the store removed (or kept as the cache) after
-the commit, the shards holding exactly the stored bytes."""
+the commit, the shards holding exactly the stored bytes, and the allocator setting that keeps a
+run's memory down."""
 
 from __future__ import annotations
 
@@ -223,3 +224,14 @@ def test_an_output_on_an_object_store_keeps_no_store_behind(tmp_path, host, monk
     # No cache on an object store by default; this run's store and the killed one's are gone.
     assert not list(out.rglob("*.pack")) and not list(out.rglob(".incoming-*/**/*.*"))
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["README.md", "stats.json"]
+
+
+def test_a_run_limits_malloc_arenas_unless_the_user_set_them(tmp_path, host, monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    manifest = wit_manifest(tmp_path, host.port, 2, "  cache: false\n")
+    assert main(["run", str(manifest), "--output", str(tmp_path / "out")]) == 0
+    # What the local runner's worker processes inherit.
+    assert os.environ["MALLOC_ARENA_MAX"] == "2"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert main(["run", str(manifest), "--output", str(tmp_path / "again")]) == 0
+    assert os.environ["MALLOC_ARENA_MAX"] == "4"
