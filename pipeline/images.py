@@ -58,7 +58,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import apache_beam as beam
@@ -499,6 +499,15 @@ def image_store(config: ImagesConfig, staging: str) -> ImageStore:
 # ---------------------------------------------------------------------------- fetching
 
 
+class Loaded(NamedTuple):
+    """A pair's image as `load` got it: the bytes, and the key `store` appends them under
+    (`ImageFetcher.cache_key`, worked out once: for a file on a Beam filesystem it costs a
+    request)."""
+
+    data: bytes
+    key: str | None
+
+
 class ImageFetcher:
     """Gets (`load`: I/O) and verifies, hashes and stores (`store`: CPU, then one append to a
     pack of the `ImageStore`) the image of a pair; safe to share among threads. Neither step
@@ -561,8 +570,8 @@ class ImageFetcher:
 
     def fetch(self, pair: Pair, writer: PackWriter) -> Pair | Drop:
         """`load` then `store`, in this thread."""
-        data = self.load(pair)
-        return data if isinstance(data, (Pair, Drop)) else self.store(pair, data, writer)
+        loaded = self.load(pair)
+        return loaded if isinstance(loaded, (Pair, Drop)) else self.store(pair, loaded, writer)
 
     def cache_key(self, pair: Pair) -> str | None:
         """What a pair's stored image is found by in the image cache: its normalised URL (not
@@ -585,7 +594,7 @@ class ImageFetcher:
             return None
         return f"{pair.image_path}|{size}|{modified}"
 
-    def load(self, pair: Pair) -> bytes | Pair | Drop:
+    def load(self, pair: Pair) -> Loaded | Pair | Drop:
         """The bytes of a pair's image (I/O only), the finished pair when the cache holds it,
         or its `Drop`; never raises."""
         try:
@@ -603,23 +612,23 @@ class ImageFetcher:
                     ref, stored = cached
                     return with_image(pair, stored, ref)
             if pair.image_path:
-                return self.read_file(pair.image_path)
-            return self.download(pair.image_url)
+                return Loaded(self.read_file(pair.image_path), key)
+            return Loaded(self.download(pair.image_url), key)
         except Rejected as rejected:
             return drop(pair, rejected.reason, rejected.detail)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
             return failed(pair, STAGE, err)
 
-    def store(self, pair: Pair, data: bytes, writer: PackWriter) -> Pair | Drop:
+    def store(self, pair: Pair, loaded: Loaded, writer: PackWriter) -> Pair | Drop:
         """The pair with its image verified, hashed and appended to the store (CPU, then one
         write), or its `Drop`."""
         try:
-            stored = store_image(data, self.config)
+            stored = store_image(loaded.data, self.config)
         except Rejected as rejected:
             return drop(pair, rejected.reason, rejected.detail)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
             return failed(pair, STAGE, err)
-        return with_image(pair, stored, writer.append(stored, self.cache_key(pair)))
+        return with_image(pair, stored, writer.append(stored, loaded.key))
 
     def read_file(self, path: str) -> bytes:
         limit = self.config.max_bytes
@@ -800,13 +809,15 @@ class FetchScheduler:
                 host, pair, tag = self._loading.pop(future)
                 if host is not None:
                     self._host_loading[host] -= 1
-                data = future.result()
-                if isinstance(data, (Pair, Drop)):  # a drop, or a pair the cache finished
+                loaded = future.result()
+                if isinstance(loaded, (Pair, Drop)):  # a drop, or a pair the cache finished
                     self._buffered -= 1
-                    finished.append((tag, data, 0))
+                    finished.append((tag, loaded, 0))
                 else:
-                    stored = self._store_pool.submit(self._fetcher.store, pair, data, self._writer)
-                    self._storing[stored] = (tag, len(data))
+                    stored = self._store_pool.submit(
+                        self._fetcher.store, pair, loaded, self._writer
+                    )
+                    self._storing[stored] = (tag, len(loaded.data))
             else:
                 tag, nbytes = self._storing.pop(future)
                 self._buffered -= 1

@@ -46,6 +46,7 @@ from pipeline.images import (
     FetchImages,
     FetchScheduler,
     ImageFetcher,
+    Loaded,
     Rejected,
     decode_image,
     is_public_address,
@@ -509,11 +510,11 @@ class FakeFetcher:
         with self._lock:
             self.active[host] -= 1
             self.finished.append(host)
-        return b"x" * 10
+        return Loaded(b"x" * 10, None)
 
-    def store(self, pair, data, writer):
+    def store(self, pair, loaded, writer):
         self.stored.append(threading.current_thread().name)
-        return pair._replace(image_ref=f"{writer}:{data.decode()}")
+        return pair._replace(image_ref=f"{writer}:{loaded.data.decode()}")
 
 
 def test_scheduler_bounds_hosts_and_total_and_goes_round_robin():
