@@ -10,8 +10,10 @@ back by reference.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
@@ -70,6 +72,16 @@ def images_config(manifest: Manifest) -> ImagesConfig:
     return images
 
 
+def worker_processes(options: PipelineOptions) -> int:
+    """The worker processes a run is known to have, which share each configured host's limits:
+    the local runner's `--direct_num_workers` in multi_processing mode (0: one per core);
+    otherwise 1 (on Dataflow or Flink the limits hold per worker process: README)."""
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
+        return 1
+    return direct.direct_num_workers or os.cpu_count() or 1
+
+
 def build_pipeline(
     p: beam.Pipeline, manifest: Manifest, output_dir: str, manifest_text: str | None = None
 ):
@@ -99,7 +111,9 @@ def build_pipeline(
     staging = staging_dir(output_dir)
     images = images_config(manifest)
     store = image_store(images, staging)
-    pairs, image_drops = pairs | "FetchImages" >> FetchImages(images, store)
+    pairs, image_drops, host_counts = pairs | "FetchImages" >> FetchImages(
+        images, store, share=worker_processes(p.options), with_hosts=True
+    )
     pairs, duplicate_drops, kept_count = pairs | "DropDuplicates" >> DropDuplicates(
         manifest.dedupe.max_hamming,
         [s.name for s in manifest.sources],
@@ -115,7 +129,7 @@ def build_pipeline(
         image_drops,
         duplicate_drops,
     ) | "AllDrops" >> beam.Flatten()
-    stats = (emitted, source_drops, pairs, dropped) | "ComputeStats" >> ComputeStats(
+    stats = (emitted, source_drops, pairs, dropped, host_counts) | "ComputeStats" >> ComputeStats(
         [s.name for s in manifest.sources]
     )
     return (pairs, stats, kept_count) | "WriteDataset" >> WriteDataset(

@@ -8,7 +8,9 @@ images.cocodataset.org) are stood in for by a local HTTP server on 127.0.0.1 tha
 deterministic picture for every path, with what real hosts do planted in: a path under `/dead/`
 answers 404, as many CC links do; one under `/unavailable/` answers the same "photo unavailable"
 placeholder; and `ALIASES` serve one Commons picture again, re-encoded and resized, under a CC
-URL whose caption translates to the WIT caption of that picture (a cross-source duplicate). The
+URL whose caption translates to the WIT caption of that picture (a cross-source duplicate).
+upload.wikimedia.org keeps the live host's rules (`pipeline.upload_standin`): thumbnails only at
+standard widths, scaled from the original's picture, and at most 2 requests in flight. The
 manifest's `images.url_map` sends the fetches there; the rows keep their real URLs. The
 translator is a tiny CTranslate2 model built offline on first use; the shipped translation
 memory covers all but three captions, which go through the tiny model and are dropped by the
@@ -32,6 +34,7 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
+from pipeline.upload_standin import UploadRules
 from pipeline.wiki_standin import WikiStandIn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,19 +101,37 @@ def draw_picture(key: str) -> bytes:
     return out.getvalue()
 
 
+def _picture(path: str) -> bytes:
+    if path in ALIASES:
+        return reencode(draw_picture(ALIASES[path]))
+    return draw_picture(path)
+
+
+# upload.wikimedia.org's rules (standard thumbnail widths, at most 2 in flight), under its prefix.
+WIKIMEDIA = "/" + HOSTS["https://upload.wikimedia.org/"].rstrip("/")
+WIKIMEDIA_RULES = UploadRules(lambda path: _picture(WIKIMEDIA + path))
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - the http.server API
         if "/dead/" in self.path:
             self.send_error(404)
             return
-        if "/unavailable/" in self.path:
-            body = draw_placeholder()
-        elif self.path in ALIASES:
-            body = reencode(draw_picture(ALIASES[self.path]))
+        if self.path.startswith(WIKIMEDIA + "/"):
+            path = self.path[len(WIKIMEDIA) :]
+            answer = WIKIMEDIA_RULES.enter(path)
+            try:
+                answer = answer or WIKIMEDIA_RULES.answer(path)
+            finally:
+                WIKIMEDIA_RULES.leave()
+            status, content_type, body = answer.status, answer.headers, answer.body
+        elif "/unavailable/" in self.path:
+            status, content_type, body = 200, {"Content-Type": "image/jpeg"}, draw_placeholder()
         else:
-            body = draw_picture(self.path)
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
+            status, content_type, body = 200, {"Content-Type": "image/jpeg"}, _picture(self.path)
+        self.send_response(status)
+        for name, value in content_type.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

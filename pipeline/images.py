@@ -44,6 +44,8 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime
+import email.utils
 import hashlib
 import io
 import ipaddress
@@ -56,6 +58,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -70,6 +73,8 @@ import urllib3
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from PIL import Image, ImageOps, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
@@ -77,7 +82,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
-from pipeline import progress
+from pipeline import progress, wikimedia
+from pipeline.hosts import THROTTLE_STATUSES, HostGate, HostGates, Ticket, gates_for_run
 from pipeline.manifest import ImagesConfig
 from pipeline.records import DROPPED, Drop, Pair, SpreadPairs, drop, failed
 from pipeline.store import ImageStore, PackWriter, StoredImage, StoreIndex, parse_ref
@@ -86,6 +92,7 @@ from pipeline.store import join as store_join
 log = logging.getLogger(__name__)
 
 STAGE = "images"
+HOSTS = "hosts"  # the tag of the per-host counts
 
 # Wikimedia asks for a contact: a real crawl sets `images.user_agent` with one.
 DEFAULT_USER_AGENT = (
@@ -94,8 +101,14 @@ DEFAULT_USER_AGENT = (
 )
 
 MAX_REDIRECTS = 5
-# Statuses retried with backoff (urllib3 also honours Retry-After on 413, 429 and 503).
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Statuses urllib3 retries at once with backoff, per request. 429 and 503 are the host's own
+# business: they slow every request to it (pipeline.hosts) and the pair is tried again later.
+RETRY_STATUSES = frozenset({500, 502, 504})
+# When a thumbnail asked for an original of unknown width fails with one of these (a bitmap
+# narrower than the step cannot be scaled up), the original is fetched instead.
+THUMB_FALLBACK_STATUSES = frozenset({400, 415, 422, 500})
+REFUSAL_BODY_BYTES = 4096  # of a 429's body, read to tell a permanent refusal from a busy host
+POLL = 0.02  # seconds between looks at a host gate another thread holds
 BACKOFF_FACTOR = 0.5  # seconds: waits of 0, 1, 2, 4 ... between retries
 BACKOFF_MAX = 8.0
 OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai"})
@@ -117,6 +130,19 @@ ENCODINGS = {  # config.format -> (Pillow format, MIME type, file extension)
 # Pillow's `reducing_gap`: shrink by an integer factor with a box filter first, then Lanczos;
 # 3.0 is indistinguishable from a plain Lanczos resize and several times faster on big images.
 REDUCING_GAP = 3.0
+
+
+class HostRefused(Exception):
+    """The host answered 429 or 503: it is busy, not the image bad. The pair is tried again once
+    the host's gate lets it (`final`: never, as the host asked for a longer wait than
+    `max_pause`)."""
+
+    def __init__(self, status: int, retry_after: float | None, detail: str, final: bool = False):
+        super().__init__(detail)
+        self.status = status
+        self.retry_after = retry_after
+        self.detail = detail
+        self.final = final
 
 
 class Rejected(Exception):
@@ -499,6 +525,63 @@ def image_store(config: ImagesConfig, staging: str) -> ImageStore:
 # ---------------------------------------------------------------------------- fetching
 
 
+class Miss(NamedTuple):
+    """A pair whose image must be downloaded: the cache key to store it under (None without a
+    cache) and the host whose gate the download goes through."""
+
+    key: str | None
+    host: str
+
+
+class Throttled(NamedTuple):
+    """The host refused a download with 429 or 503 (`HostRefused`)."""
+
+    status: int
+    retry_after: float | None
+    detail: str
+    final: bool  # the host asked for a wait beyond `max_pause`: not tried again
+
+
+def retry_throttled(throttled: Throttled, attempt: int, retries: int) -> bool:
+    """Whether a refused pair is tried again: `retries` times, unless the host asked for more
+    than `max_pause`."""
+    return not throttled.final and attempt < retries
+
+
+def throttled_drop(pair: Pair, throttled: Throttled) -> Drop:
+    return drop(pair, f"http_{throttled.status}", throttled.detail)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or
+    unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
+def thumb_step(config: ImagesConfig) -> int | None:
+    """The width of the upload host's thumbnails fetched for originals: `thumb_width`, with
+    `auto` (left so by a config made in code) resolved as the manifest resolves it."""
+    if config.thumb_width == "auto":
+        return None if config.resize == "no" else wikimedia.step_at_least(config.size)
+    return config.thumb_width
+
+
+def host_gates(config: ImagesConfig, share: int = 1) -> HostGates:
+    """The host gates of `config` (see `pipeline.hosts`)."""
+    return HostGates(config.hosts, config.per_host, config.pause, config.max_pause, share)
+
+
 class Loaded(NamedTuple):
     """A pair's image as `load` got it: the bytes, and the key `store` appends them under
     (`ImageFetcher.cache_key`, worked out once: for a file on a Beam filesystem it costs a
@@ -518,9 +601,15 @@ class ImageFetcher:
     (`cache_key`) with the finished pair (its reference, no new copy), counted as a hit."""
 
     def __init__(
-        self, config: ImagesConfig, store: ImageStore, trusted_networks: Sequence[str] = ()
+        self,
+        config: ImagesConfig,
+        store: ImageStore,
+        trusted_networks: Sequence[str] = (),
+        gates: HostGates | None = None,
     ):
         self.config = config
+        self.step = thumb_step(config)
+        self.gates = gates or host_gates(config)
         self._store = store
         self.index = StoreIndex(store) if store.reuse else None
         self._lock = threading.Lock()
@@ -544,6 +633,7 @@ class ImageFetcher:
             raise_on_redirect=False,
         )
         retry.give_up_after = config.deadline
+        retry.RETRY_AFTER_STATUS_CODES = frozenset()  # none left in status_forcelist
         self.session = requests.Session()
         # No proxies or .netrc credentials from the environment: a proxy would hide the peer
         # address from the check, and credentials must not go to arbitrary image hosts.
@@ -569,9 +659,27 @@ class ImageFetcher:
         return counts
 
     def fetch(self, pair: Pair, writer: PackWriter) -> Pair | Drop:
-        """`load` then `store`, in this thread."""
-        loaded = self.load(pair)
+        """`lookup`, `download_pair` through the host's gate (waiting for it, and trying a
+        refused pair again as the scheduler does), then `store`, all in this thread."""
+        loaded = self.lookup(pair)
+        if isinstance(loaded, Miss):
+            loaded = self._download_when_let(pair, loaded)
         return loaded if isinstance(loaded, (Pair, Drop)) else self.store(pair, loaded, writer)
+
+    def _download_when_let(self, pair: Pair, miss: Miss) -> Loaded | Drop:
+        gate = self.gates.get(miss.host)
+        attempt = 0
+        while True:
+            ticket = gate.try_acquire()
+            while not isinstance(ticket, Ticket):
+                time.sleep(ticket or POLL)
+                ticket = gate.try_acquire()
+            result = self.download_pair(pair, miss, gate, ticket)
+            if not isinstance(result, Throttled):
+                return result
+            if not retry_throttled(result, attempt, self.config.retries):
+                return throttled_drop(pair, result)
+            attempt += 1
 
     def cache_key(self, pair: Pair) -> str | None:
         """What a pair's stored image is found by in the image cache: its normalised URL (not
@@ -594,9 +702,10 @@ class ImageFetcher:
             return None
         return f"{pair.image_path}|{size}|{modified}"
 
-    def load(self, pair: Pair) -> Loaded | Pair | Drop:
-        """The bytes of a pair's image (I/O only), the finished pair when the cache holds it,
-        or its `Drop`; never raises."""
+    def lookup(self, pair: Pair) -> Loaded | Miss | Pair | Drop:
+        """What can be had without the network (I/O only, never raises): the finished pair
+        when the cache holds its image, a local file's bytes, the pair's `Drop`, or a `Miss`
+        naming the host to download from."""
         try:
             if not (pair.image_path or pair.image_url):
                 return drop(pair, "no_image")
@@ -613,11 +722,31 @@ class ImageFetcher:
                     return with_image(pair, stored, ref)
             if pair.image_path:
                 return Loaded(self.read_file(pair.image_path), key)
-            return Loaded(self.download(pair.image_url), key)
+            return Miss(key, self.gate_host(pair.image_url))
         except Rejected as rejected:
             return drop(pair, rejected.reason, rejected.detail)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
             return failed(pair, STAGE, err)
+
+    def download_pair(
+        self, pair: Pair, miss: Miss, gate: HostGate, ticket: Ticket
+    ) -> Loaded | Throttled | Drop:
+        """The download of a pair `lookup` missed, sent under `ticket` of the host's `gate`
+        and released to it when over (never raises): the bytes, the host's refusal, or the
+        pair's `Drop`."""
+        refused = None
+        try:
+            return Loaded(self.download(pair.image_url, pair.original_width, gate), miss.key)
+        except HostRefused as err:
+            refused = err
+            return Throttled(err.status, err.retry_after, err.detail, err.final)
+        except Rejected as rejected:
+            return drop(pair, rejected.reason, rejected.detail)
+        except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
+            return failed(pair, STAGE, err)
+        finally:
+            retry_after = refused.retry_after if refused is not None else None
+            gate.release(ticket, throttled=refused is not None, retry_after=retry_after)
 
     def store(self, pair: Pair, loaded: Loaded, writer: PackWriter) -> Pair | Drop:
         """The pair with its image verified, hashed and appended to the store (CPU, then one
@@ -646,24 +775,50 @@ class ImageFetcher:
             raise Rejected("too_large", f"{path} is over {limit} bytes")
         return data
 
-    def request_url(self, image_url: str) -> str:
-        """The URL actually requested for an `image_url`: normalised, then `url_map` applied."""
-        return normalize_url(map_url(normalize_url(image_url), self.config.url_map))
+    def target_url(self, image_url: str, original_width: int | None = None) -> str:
+        """The URL of the image to fetch for an `image_url`: normalised, and on Wikimedia's
+        upload host the thumbnail at the step instead of a wider original
+        (`pipeline.wikimedia.fetch_url`)."""
+        return wikimedia.fetch_url(normalize_url(image_url), self.step, original_width)
 
-    def host_of(self, pair: Pair) -> str | None:
-        """The host a pair's first request goes to (None for a local file, '' for a bad URL):
-        the key of the per-host bound."""
-        if pair.image_path or not pair.image_url:
-            return None
+    def request_url(self, url: str) -> str:
+        """The URL actually requested for a target URL: `url_map` applied."""
+        return normalize_url(map_url(normalize_url(url), self.config.url_map))
+
+    def gate_host(self, image_url: str) -> str:
+        """The host whose limits a download of `image_url` keeps: the URL's own host (a
+        `url_map` points at a mirror or stand-in of it), or the mapped host when `images.hosts`
+        names that one. Raises `Rejected` for a bad URL."""
+        target = self.target_url(image_url)
+        own = (urlsplit(target).hostname or "").lower()
+        mapped = (urlsplit(self.request_url(target)).hostname or "").lower()
+        return mapped if mapped != own and mapped in self.gates.configured else own
+
+    def download(
+        self, image_url: str, original_width: int | None = None, gate: HostGate | None = None
+    ) -> bytes:
+        """The body for `image_url` (its thumbnail on Wikimedia's upload host, see
+        `target_url`), redirects followed, every hop checked, read at most at the `gate`'s
+        bytes/s; raises `Rejected`, or `HostRefused` for a 429 or 503."""
+        target = self.target_url(image_url, original_width)
         try:
-            return urlsplit(self.request_url(pair.image_url)).hostname or ""
-        except Rejected:
-            return ""
+            return self._download(target, gate)
+        except Rejected as rejected:
+            thumbnailed = target != normalize_url(image_url)
+            status = rejected.reason.removeprefix("http_")
+            if not (
+                thumbnailed
+                and original_width is None
+                and status.isdigit()
+                and int(status) in THUMB_FALLBACK_STATUSES
+            ):
+                raise
+        # A thumbnail of an original of unknown width failed: the original may be narrower.
+        return self._download(normalize_url(image_url), gate)
 
-    def download(self, image_url: str) -> bytes:
-        """The body for `image_url`, redirects followed, every hop checked; raises `Rejected`."""
+    def _download(self, target: str, gate: HostGate | None) -> bytes:
         deadline = time.monotonic() + self.config.deadline
-        url = self.request_url(image_url)
+        url = self.request_url(target)
         for _ in range(MAX_REDIRECTS + 1):
             self.policy.check_url(url)
             response = self._get(url, deadline)
@@ -671,11 +826,29 @@ class ImageFetcher:
                 if response.is_redirect:
                     url = normalize_url(urljoin(url, response.headers["Location"]))
                     continue
-                if not 200 <= response.status_code < 300:
-                    raise Rejected(f"http_{response.status_code}", url)
+                status = response.status_code
+                if status in THROTTLE_STATUSES:
+                    self._refused(response, url)
+                if not 200 <= status < 300:
+                    raise Rejected(f"http_{status}", url)
                 self._check_headers(response)
-                return self._read_body(response, deadline)
+                return self._read_body(response, deadline, gate)
         raise Rejected("too_many_redirects", f"more than {MAX_REDIRECTS}, last {url}")
+
+    def _refused(self, response: requests.Response, url: str) -> None:
+        """Raises for a 429 or 503: `Rejected` (`thumbnail_width_refused`) for the upload
+        host's permanent refusal of a width, else `HostRefused`."""
+        status = response.status_code
+        try:
+            body = response.raw.read(REFUSAL_BODY_BYTES)
+        except (urllib3.exceptions.HTTPError, OSError):
+            body = b""
+        if wikimedia.is_steps_refusal(status, body, url):
+            raise Rejected("thumbnail_width_refused", url)
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        final = retry_after is not None and retry_after > self.config.max_pause
+        detail = f"{url}: Retry-After {response.headers.get('Retry-After')}" if final else url
+        raise HostRefused(status, retry_after, detail, final)
 
     def _get(self, url: str, deadline: float) -> requests.Response:
         remaining = deadline - time.monotonic()
@@ -705,10 +878,13 @@ class ImageFetcher:
         if length.isdigit() and int(length) > self.config.max_bytes:
             raise Rejected("too_large", f"Content-Length {length} over {self.config.max_bytes}")
 
-    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+    def _read_body(
+        self, response: requests.Response, deadline: float, gate: HostGate | None = None
+    ) -> bytes:
         """The body, read in pieces as they arrive. The deadline is checked after every piece,
         so a trickling server is cut off at most one read timeout after it (each socket read
-        waits at most `read_timeout`); the byte cap is checked as the body grows."""
+        waits at most `read_timeout`); the byte cap is checked as the body grows. A wait for the
+        host's bytes/s is ours, not the host's: it moves the deadline along."""
         limit = self.config.max_bytes
         chunks, total = [], 0
         while True:
@@ -727,6 +903,10 @@ class ImageFetcher:
             if total > limit:
                 raise Rejected("too_large", f"body over {limit} bytes")
             chunks.append(chunk)
+            wait = gate.consume(len(chunk)) if gate is not None else 0.0
+            if wait > 0:
+                time.sleep(wait)
+                deadline += wait
 
 
 def with_image(pair: Pair, stored: StoredImage, ref: str) -> Pair:
@@ -744,13 +924,16 @@ def with_image(pair: Pair, stored: StoredImage, ref: str) -> Pair:
 
 
 class FetchScheduler:
-    """Loads images on one thread pool and stores them on another, keeping at most
-    `concurrency` loads in flight, at most `per_host` of them for one host, and at most
+    """Runs the three steps of every pair on two thread pools: `lookup` (the cache, a local
+    file) and `download_pair` on the load pool, `store` on the store pool. It keeps at most
+    `concurrency` lookups and downloads in flight, each download within its host's gate
+    (`pipeline.hosts`: the host's limits, slowed and paused after a 429 or 503), and at most
     `max_buffered` pairs held in all (waiting, loading, loaded, storing).
 
     The two pools keep downloads flowing while images decode: a download thread is free as soon
-    as its bytes are in, whatever the CPU is doing. Pairs wait in one queue per host and start
-    round-robin across hosts, so a slow or rate-limited host holds back only its own pairs.
+    as its bytes are in, whatever the CPU is doing. Downloads wait in one queue per host and
+    start round-robin across hosts, so a slow, limited or paused host holds back only its own
+    pairs. A pair the host refused goes back to the front of its queue, `retries` times.
     Used from one thread (the DoFn's).
     """
 
@@ -761,23 +944,24 @@ class FetchScheduler:
         load_pool: concurrent.futures.Executor,
         store_pool: concurrent.futures.Executor,
         concurrency: int,
-        per_host: int,
         max_buffered: int,
+        retries: int = 0,
     ):
         self._fetcher = fetcher
         self._writer = writer
         self._load_pool = load_pool
         self._store_pool = store_pool
         self._concurrency = concurrency
-        self._per_host = per_host
         self._max_buffered = max_buffered
+        self._retries = retries
+        # host -> pairs to download, (pair, tag, miss, attempt); None -> pairs to look up
         self._waiting: collections.OrderedDict[str | None, collections.deque] = (
             collections.OrderedDict()
         )
-        self._loading: dict[concurrent.futures.Future, tuple[str | None, Pair, Any]] = {}
+        self._loading: dict[concurrent.futures.Future, tuple] = {}
         self._storing: dict[concurrent.futures.Future, tuple[Any, int]] = {}
-        self._host_loading: collections.Counter = collections.Counter()
         self._buffered = 0
+        self._wake_at: float | None = None  # when a refusing gate may let a download start
 
     @property
     def full(self) -> bool:
@@ -787,37 +971,33 @@ class FetchScheduler:
         return self._buffered
 
     def submit(self, pair: Pair, tag: Any = None) -> None:
-        host = self._fetcher.host_of(pair)  # None: not bound per host (local files)
-        self._waiting.setdefault(host, collections.deque()).append((pair, tag))
         self._buffered += 1
+        # Lookups wait under the key None, taking their turn with the hosts' downloads.
+        self._waiting.setdefault(None, collections.deque()).append((pair, tag))
         self._start()
 
     def ready(self, block: bool = False) -> list[tuple[Any, Pair | Drop, int]]:
         """Finished pairs as (tag, result, bytes read); with `block`, waits until some step
-        finishes (which may be a load, so the list can still be empty)."""
+        finishes or a paused host may go on (so the list can be empty)."""
         pending = [*self._loading, *self._storing]
-        if not pending:
-            return []
-        done, _ = concurrent.futures.wait(
-            pending,
-            timeout=None if block else 0,
-            return_when=concurrent.futures.FIRST_COMPLETED,
-        )
+        timeout: float | None = 0.0
+        if block:
+            timeout = None
+            if self._waiting:  # downloads a gate holds back: look again when it may open
+                wake = self._wake_at if self._wake_at is not None else time.monotonic() + POLL
+                timeout = min(1.0, max(0.001, wake - time.monotonic()))
+        if pending:
+            done, _ = concurrent.futures.wait(
+                pending, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+        else:
+            if block and timeout:
+                time.sleep(timeout)
+            done = set()
         finished = []
         for future in done:
             if future in self._loading:
-                host, pair, tag = self._loading.pop(future)
-                if host is not None:
-                    self._host_loading[host] -= 1
-                loaded = future.result()
-                if isinstance(loaded, (Pair, Drop)):  # a drop, or a pair the cache finished
-                    self._buffered -= 1
-                    finished.append((tag, loaded, 0))
-                else:
-                    stored = self._store_pool.submit(
-                        self._fetcher.store, pair, loaded, self._writer
-                    )
-                    self._storing[stored] = (tag, len(loaded.data))
+                self._loaded(future, finished)
             else:
                 tag, nbytes = self._storing.pop(future)
                 self._buffered -= 1
@@ -825,28 +1005,60 @@ class FetchScheduler:
         self._start()
         return finished
 
+    def _loaded(self, future: concurrent.futures.Future, finished: list) -> None:
+        pair, tag, miss, attempt = self._loading.pop(future)
+        result = future.result()
+        if isinstance(result, Miss):
+            self._waiting.setdefault(result.host, collections.deque()).append(
+                (pair, tag, result, 0)
+            )
+        elif isinstance(result, Throttled):
+            if retry_throttled(result, attempt, self._retries):
+                queue = self._waiting.setdefault(miss.host, collections.deque())
+                queue.appendleft((pair, tag, miss, attempt + 1))
+            else:
+                self._buffered -= 1
+                finished.append((tag, throttled_drop(pair, result), 0))
+        elif isinstance(result, (Pair, Drop)):  # a drop, or a pair the cache finished
+            self._buffered -= 1
+            finished.append((tag, result, 0))
+        else:
+            stored = self._store_pool.submit(self._fetcher.store, pair, result, self._writer)
+            self._storing[stored] = (tag, len(result.data))
+
     def drain(self) -> Iterator[tuple[Any, Pair | Drop, int]]:
         while self._buffered:
             yield from self.ready(block=True)
 
     def _start(self) -> None:
+        self._wake_at = None
         started = True
         while started and len(self._loading) < self._concurrency:
             started = False
             for host in list(self._waiting):
                 if len(self._loading) >= self._concurrency:
                     break
-                if host is not None and self._host_loading[host] >= self._per_host:
-                    continue
                 queue = self._waiting[host]
-                pair, tag = queue.popleft()
+                if host is None:
+                    pair, tag = queue.popleft()
+                    future = self._load_pool.submit(self._fetcher.lookup, pair)
+                    self._loading[future] = (pair, tag, None, 0)
+                else:
+                    gate = self._fetcher.gates.get(host)
+                    ticket = gate.try_acquire()
+                    if not isinstance(ticket, Ticket):
+                        wake = time.monotonic() + (ticket or POLL)
+                        self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
+                        continue
+                    pair, tag, miss, attempt = queue.popleft()
+                    future = self._load_pool.submit(
+                        self._fetcher.download_pair, pair, miss, gate, ticket
+                    )
+                    self._loading[future] = (pair, tag, miss, attempt)
                 if not queue:
                     del self._waiting[host]
                 else:  # round-robin: this host goes to the back
                     self._waiting.move_to_end(host)
-                self._loading[self._load_pool.submit(self._fetcher.load, pair)] = (host, pair, tag)
-                if host is not None:
-                    self._host_loading[host] += 1
                 started = True
 
 
@@ -868,10 +1080,19 @@ class _FetchImagesFn(beam.DoFn):
     a bundle's memory is bounded by that many images (`max_bytes` each at worst). `total`, the
     number of pairs of the stage, is for the progress line only."""
 
-    def __init__(self, config: ImagesConfig, store: ImageStore, trusted_networks: Sequence[str]):
+    def __init__(
+        self,
+        config: ImagesConfig,
+        store: ImageStore,
+        trusted_networks: Sequence[str],
+        run: str,
+        share: int = 1,
+    ):
         self._config = config
         self._store = store
         self._trusted_networks = tuple(trusted_networks)
+        self._run = run  # the host gates are shared by this run's instances in one process
+        self._share = share
         self._kept = Metrics.counter(STAGE, "kept")
         self._dropped = Metrics.counter(STAGE, "dropped")
         self._bytes = Metrics.counter(STAGE, "bytes_read")
@@ -882,7 +1103,10 @@ class _FetchImagesFn(beam.DoFn):
 
     def setup(self):
         _set_pillow_bomb_guard(self._config.max_pixels)
-        self._fetcher = ImageFetcher(self._config, self._store, self._trusted_networks)
+        self._gates = gates_for_run(self._run, lambda: host_gates(self._config, self._share))
+        self._fetcher = ImageFetcher(
+            self._config, self._store, self._trusted_networks, gates=self._gates
+        )
         self._load_pool = concurrent.futures.ThreadPoolExecutor(
             self._config.concurrency, thread_name_prefix="images-load"
         )
@@ -901,8 +1125,8 @@ class _FetchImagesFn(beam.DoFn):
             self._load_pool,
             self._store_pool,
             c.concurrency,
-            c.per_host,
             2 * c.concurrency,
+            c.retries,
         )
 
     def process(
@@ -921,6 +1145,12 @@ class _FetchImagesFn(beam.DoFn):
     def finish_bundle(self):
         yield from self._emit(self._scheduler.drain())
         self._writer.close()
+        # What the hosts did (requests, refusals, pauses), for stats.json: each count is taken
+        # once, by whichever instance of the process asks first after it happened.
+        for host, stats in self._gates.take_stats():
+            yield beam.pvalue.TaggedOutput(
+                HOSTS, WindowedValue((host, stats), MIN_TIMESTAMP, (GlobalWindow(),))
+            )
 
     def teardown(self):
         for pool in (getattr(self, "_load_pool", None), getattr(self, "_store_pool", None)):
@@ -930,6 +1160,8 @@ class _FetchImagesFn(beam.DoFn):
             self._fetcher.close()
 
     def _emit(self, finished):
+        if finished:
+            progress.note(STAGE, self._gates.describe())
         for (timestamp, window), result, nbytes in finished:
             progress.advance(STAGE, total=self._total, unit="pairs")
             self._bytes.inc(nbytes)
@@ -955,36 +1187,54 @@ def _cpu_count() -> int:
 
 
 class FetchImages(beam.PTransform):
-    """Gets, verifies, hashes and stores the image of every pair. Returns `(pairs, dropped)`.
+    """Gets, verifies, hashes and stores the image of every pair. Returns `(pairs, dropped)`,
+    and with `with_hosts` also the per-host counts `(host, {requests, throttled, pauses,
+    paused_seconds, ...})` for `stats.json` (`pipeline.hosts.merge_host_stats`).
 
     Each kept pair carries `image_ref`, the reference of its stored image in `store` (see
     `image_store`: the run's staging store, or the image cache); the bytes stay out of the
     graph until `WriteDataset` reads them back. With `config.fetch` False the pairs pass through
-    untouched (URL-only rows) and nothing is dropped. `trusted_networks` is for tests only (see
-    `AddressPolicy`).
+    untouched (URL-only rows) and nothing is dropped. `share`: the worker processes the run is
+    known to have, among which a configured host's limits are divided (`pipeline.hosts`).
+    `trusted_networks` is for tests only (see `AddressPolicy`).
     """
 
     def __init__(
-        self, config: ImagesConfig, store: ImageStore, *, trusted_networks: Sequence[str] = ()
+        self,
+        config: ImagesConfig,
+        store: ImageStore,
+        *,
+        share: int = 1,
+        with_hosts: bool = False,
+        trusted_networks: Sequence[str] = (),
     ):
         super().__init__()
         self._config = config
         self._store = store
+        self._share = share
+        self._with_hosts = with_hosts
         self._trusted_networks = tuple(trusted_networks)
+        self._run = uuid.uuid4().hex
 
     def expand(self, pairs):
         if not self._config.fetch:
             none = pairs.pipeline | "NoDrops" >> beam.Create([]).with_output_types(Drop)
+            if self._with_hosts:
+                return pairs, none, pairs.pipeline | "NoHosts" >> beam.Create([])
             return pairs, none
         # How many there are, for the ETA of the progress line (the Reshuffle holds them anyway).
         total = beam.pvalue.AsSingleton(
             pairs | "CountForProgress" >> beam.combiners.Count.Globally()
         )
-        fetch = _FetchImagesFn(self._config, self._store, self._trusted_networks)
+        fetch = _FetchImagesFn(
+            self._config, self._store, self._trusted_networks, self._run, self._share
+        )
         fetched = (
             pairs
             # Readers emit a shard's pairs from one worker; spread the slow fetches out.
             | "Spread" >> SpreadPairs()
-            | "Fetch" >> beam.ParDo(fetch, total).with_outputs(DROPPED, main="kept")
+            | "Fetch" >> beam.ParDo(fetch, total).with_outputs(DROPPED, HOSTS, main="kept")
         )
+        if self._with_hosts:
+            return fetched.kept, fetched[DROPPED], fetched[HOSTS]
         return fetched.kept, fetched[DROPPED]

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import wikimedia
+
 
 class ManifestError(ValueError):
     """A manifest that cannot be built; the message names the key and the problem."""
@@ -98,8 +100,9 @@ class WikipediaSource:
     max_wait: float = 300.0  # the longest single wait a Retry-After may ask for
     timeout: float = 30.0
     # File facts: thumbnails of this width when the original is wider (cheaper to fetch), else
-    # the original; None: always the original.
-    thumb_width: int | None = 640
+    # the original; a standard width (pipeline.wikimedia.STEPS); `auto`: images.thumb_width
+    # (the smallest step at or above images.size); None: always the original.
+    thumb_width: int | str | None = "auto"
     non_free: bool = False  # keep non-free (fair-use) files; dropped as `non_free` by default
     min_width: int = 50  # `icon`: images rendered narrower than this (flags, logos)
     kind: str = "wikipedia"
@@ -177,6 +180,23 @@ class FiltersConfig:
 
 
 @dataclass(frozen=True)
+class HostLimits:
+    """How hard one image host may be pressed (`images.hosts.<host name>`): downloads in flight
+    at once, requests started per second and body bytes read per second (0: no limit)."""
+
+    concurrency: int
+    requests_per_second: float = 0.0
+    bytes_per_second: float = 0.0
+
+
+# Wikimedia's robot policy for upload.wikimedia.org (updated April 2025, FORMATS.md §5c): a
+# total concurrency of at most 2 and at most 25 Mbps for clients that have not agreed otherwise.
+DEFAULT_HOSTS: tuple[tuple[str, HostLimits], ...] = (
+    ("upload.wikimedia.org", HostLimits(concurrency=2, bytes_per_second=25e6 / 8)),
+)
+
+
+@dataclass(frozen=True)
 class ImagesConfig:
     """Downloading, verifying, hashing and storing the image of every pair."""
 
@@ -195,7 +215,18 @@ class ImagesConfig:
     deadline: float = 30.0  # `timeout`: total seconds for one download, trickling included
     retries: int = 3  # on connection errors, 429 and 5xx, with exponential backoff
     concurrency: int = 32  # downloads in flight per worker
-    per_host: int = 8  # downloads in flight per host per worker
+    per_host: int = 8  # downloads in flight per host per worker, for hosts not in `hosts`
+    # Limits by host name, merged over DEFAULT_HOSTS (pipeline.hosts): concurrency,
+    # requests_per_second, bytes_per_second. A YAML mapping {host: {concurrency: 2, ...}}.
+    hosts: tuple[tuple[str, HostLimits], ...] = DEFAULT_HOSTS
+    # A host that answers 429 or 503 without Retry-After pauses this long at first (seconds),
+    # doubling on each new refusal up to `max_pause`; a Retry-After is honoured up to `max_pause`.
+    pause: float = 2.0
+    max_pause: float = 120.0
+    # Commons originals (and thumbnails at a width that is not a step) are fetched as the
+    # upload host's thumbnail of this width (pipeline.wikimedia): `auto` is the smallest standard
+    # width at or above `size` (none with `resize: no`); null fetches originals.
+    thumb_width: int | str | None = "auto"
     respect_noai: bool = True  # `opted_out`: honour X-Robots-Tag noai / noimageai
     # URL prefixes fetched from elsewhere: a mirror, a cache, or the demo's local server. The
     # `image_url` column keeps the original. A YAML mapping {from-prefix: to-prefix}.
@@ -263,12 +294,20 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             return None
         if isinstance(value, bool) and bool in options:  # `cache: str | bool`
             return value
+        if isinstance(value, str) and str in options:  # `thumb_width: int | str`: `auto`
+            return _convert(value, str, where)
         return _convert(value, options[0], where)
     if origin is tuple and typing.get_origin(typing.get_args(hint)[0]) is tuple:
         # A mapping given as YAML `{key: value}`, kept as ordered (key, value) pairs.
         _check(isinstance(value, dict), where, f"expected a mapping, got {value!r}")
+        item = typing.get_args(typing.get_args(hint)[0])[1]
         return tuple(
-            (_convert(k, str, f"{where}.{k}"), _convert(v, str, f"{where}.{k}"))
+            (
+                _convert(k, str, f"{where}.{k}"),
+                _build(item, v, f"{where}.{k}")
+                if dataclasses.is_dataclass(item)
+                else _convert(v, item, f"{where}.{k}"),
+            )
             for k, v in value.items()
         )
     if origin is tuple:
@@ -367,8 +406,6 @@ def _check_source(src: Source, where: str, base: str, check_paths: bool = True) 
             "expected an http(s) URL",
         )
         _check(src.timeout > 0, f"{where}.timeout", "must be positive")
-        width_ok = src.thumb_width is None or src.thumb_width > 0
-        _check(width_ok, f"{where}.thumb_width", "must be positive")
         if src.api:
             _check(
                 src.api.startswith(("http://", "https://")),
@@ -421,6 +458,13 @@ def _check_sections(m: Manifest) -> None:
         _check(getattr(i, key) > 0, f"images.{key}", "must be positive")
     _check(i.min_size >= 1, "images.min_size", "must be >= 1")
     _check(i.retries >= 0, "images.retries", "must be >= 0")
+    for host, limits in i.hosts:
+        where = f"images.hosts.{host}"
+        _check(limits.concurrency >= 1, f"{where}.concurrency", "must be >= 1")
+        for key in ("requests_per_second", "bytes_per_second"):
+            _check(getattr(limits, key) >= 0, f"{where}.{key}", "must be >= 0 (0: no limit)")
+    _check(i.pause > 0, "images.pause", "must be positive")
+    _check(i.max_pause >= i.pause, "images.max_pause", "must be >= pause")
     for prefix, target in i.url_map:
         _check(
             target.startswith(("http://", "https://")),
@@ -437,6 +481,41 @@ def _check_sections(m: Manifest) -> None:
     _check(0 <= m.dedupe.max_hamming <= 64, "dedupe.max_hamming", "must be in [0, 64]")
     _check(m.dedupe.placeholder_min_urls >= 2, "dedupe.placeholder_min_urls", "must be >= 2")
     _check(m.output.rows_per_shard > 0, "output.rows_per_shard", "must be positive")
+
+
+def _step_width(value: int | str | None, where: str, auto: int | None) -> int | None:
+    """A `thumb_width` made concrete: `auto` becomes the `auto` given; a number must be a
+    standard width, else the error names the nearest."""
+    if value == "auto":
+        return auto
+    if value is None:
+        return None
+    _check(isinstance(value, int), where, f"expected a width, auto or null, got {value!r}")
+    _check(
+        wikimedia.is_step(value),
+        where,
+        f"{value} is not a standard thumbnail width, which upload.wikimedia.org refuses "
+        f"(standard: {', '.join(map(str, wikimedia.STEPS))}); the nearest is "
+        f"{wikimedia.nearest_step(value)}",
+    )
+    return value
+
+
+def _resolve_images(images: ImagesConfig, raw: Any) -> ImagesConfig:
+    """`hosts` merged over the defaults, `thumb_width` made concrete."""
+    hosts = dict(DEFAULT_HOSTS)
+    if isinstance(raw, dict) and "hosts" in raw:
+        hosts.update((host.lower(), limits) for host, limits in images.hosts)
+    auto = None if images.resize == "no" else wikimedia.step_at_least(images.size)
+    width = _step_width(images.thumb_width, "images.thumb_width", auto)
+    return dataclasses.replace(images, hosts=tuple(hosts.items()), thumb_width=width)
+
+
+def _resolve_thumb_width(src: Source, images: ImagesConfig, where: str) -> Source:
+    if not isinstance(src, WikipediaSource):
+        return src
+    width = _step_width(src.thumb_width, f"{where}.thumb_width", images.thumb_width)
+    return dataclasses.replace(src, thumb_width=width)
 
 
 def parse_manifest(raw: Any, base: str, path: str = "", *, check_paths: bool = True) -> Manifest:
@@ -492,6 +571,10 @@ def parse_manifest(raw: Any, base: str, path: str = "", *, check_paths: bool = T
     if cache is True or (isinstance(cache, str) and cache != "auto"):
         cache = "auto" if cache is True else _resolve(cache, base)
         sections["images"] = dataclasses.replace(sections["images"], cache=cache)
+    sections["images"] = _resolve_images(sections["images"], raw.get("images") or {})
+    sources = [
+        _resolve_thumb_width(s, sections["images"], f"sources[{i}]") for i, s in enumerate(sources)
+    ]
     manifest = Manifest(name=name, sources=tuple(sources), path=path, **sections)
     _check_sections(manifest)
     return manifest

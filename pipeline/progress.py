@@ -35,9 +35,10 @@ INTERVAL = 5.0  # seconds between the lines of one stage
 
 
 class _Stage:
-    __slots__ = ("done", "total", "unit", "started", "shown")
+    __slots__ = ("done", "total", "unit", "started", "shown", "note")
 
     def __init__(self, unit: str):
+        self.note = ""
         self.done = 0
         self.total: int | None = None
         self.unit = unit
@@ -46,15 +47,24 @@ class _Stage:
 
 
 def format_line(
-    stage: str, done: int, total: int | None, unit: str, seconds: float, label: str = ""
+    stage: str,
+    done: int,
+    total: int | None,
+    unit: str,
+    seconds: float,
+    label: str = "",
+    note: str = "",
 ) -> str:
-    """One progress line: done (of total), rate, ETA when the total is known."""
+    """One progress line: done (of total), rate, ETA when the total is known, and the stage's
+    note (the images stage's: the hosts holding it back)."""
     rate = done / seconds if seconds > 0 else 0.0
     count = f"{done:,}/{total:,} {unit} ({100 * done // total}%)" if total else f"{done:,} {unit}"
     line = f"progress{label}: {stage} {count}, {rate:,.1f}/s"
     if total and rate > 0 and done < total:
         eta = datetime.timedelta(seconds=round((total - done) / rate))
         line += f", ETA {eta}"
+    if note:
+        line += f"; {note}"
     return line
 
 
@@ -81,6 +91,12 @@ class Reporter:
             if total is not None and not self._worker:
                 s.total = total
 
+    def note(self, stage: str, text: str) -> None:
+        with self._lock:
+            s = self._stages.get(stage)
+            if s is not None:
+                s.note = text
+
     def flush(self) -> None:
         """Print a line for every stage that moved since its last one."""
         now = time.monotonic()
@@ -90,7 +106,8 @@ class Reporter:
             for name, s in self._stages.items():
                 if s.done != s.shown:
                     s.shown = s.done
-                    lines.append(format_line(name, s.done, s.total, s.unit, now - s.started, label))
+                    seconds = now - s.started
+                    lines.append(format_line(name, s.done, s.total, s.unit, seconds, label, s.note))
         for line in lines:
             print(line, file=self._stream, flush=True)
 
@@ -131,6 +148,13 @@ def advance(stage: str, n: int = 1, *, total: int | None = None, unit: str = "re
     reporter = _current()
     if reporter is not None:
         reporter.advance(stage, n, total, unit)
+
+
+def note(stage: str, text: str) -> None:
+    """What holds `stage` back now, shown at the end of its next line ('' for nothing)."""
+    reporter = _current()
+    if reporter is not None:
+        reporter.note(stage, text)
 
 
 def start(interval: float = INTERVAL, stream: TextIO | None = None) -> None:

@@ -55,6 +55,10 @@ class Pair(NamedTuple):
     attribution: str | None = None
     input_file: str | None = None
     input_line: int | None = None
+    # The width of the source's original file, where the source says (WIT's original_width):
+    # an original on Wikimedia's upload host no wider than the thumbnail step is fetched as it
+    # is (pipeline.wikimedia.fetch_url). Not an output column.
+    original_width: int | None = None
 
 
 class Drop(NamedTuple):

@@ -12,18 +12,26 @@ from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 
-READ, KEPT, DROPPED_REASON = "read", "kept", "dropped"
+from pipeline.hosts import merge_host_stats
+
+READ, KEPT, DROPPED_REASON, HOST = "read", "kept", "dropped", "host"
 
 
 def build_stats(entries: Iterable[tuple[str, object, int]], source_names: Sequence[str]) -> dict:
     """`stats.json` from `(what, key, count)` entries.
 
-    `what` is `read` or `kept` with a source name as key, or `dropped` with `(source, reason)`.
+    `what` is `read` or `kept` with a source name as key, `dropped` with `(source, reason)`, or
+    `host` with a host name and its counts (the images stage's requests, 429/503 refusals,
+    pauses and waits: `pipeline.hosts`), which go under `hosts` for the hosts that refused
+    requests or made the run wait.
     Every source of the manifest appears, in manifest order, even when it held nothing.
     """
     sources = {name: {"read": 0, "kept": 0, "dropped": {}} for name in source_names}
+    hosts = []
     for what, key, count in entries:
-        if what == DROPPED_REASON:
+        if what == HOST:
+            hosts.append((key, count))
+        elif what == DROPPED_REASON:
             name, reason = key
             dropped = sources.setdefault(name, {"read": 0, "kept": 0, "dropped": {}})["dropped"]
             dropped[reason] = dropped.get(reason, 0) + count
@@ -31,11 +39,21 @@ def build_stats(entries: Iterable[tuple[str, object, int]], source_names: Sequen
             sources.setdefault(key, {"read": 0, "kept": 0, "dropped": {}})[what] += count
     for entry in sources.values():
         entry["dropped"] = dict(sorted(entry["dropped"].items()))
-    return {
+    stats = {
         "sources": sources,
         "kept": sum(s["kept"] for s in sources.values()),
         "duplicates_removed": sum(s["dropped"].get("duplicate", 0) for s in sources.values()),
     }
+    # Only hosts that refused or made the run wait: a clean run's stats.json stays the same
+    # from run to run (request counts depend on what the image cache held).
+    held_back = {
+        host: counts
+        for host, counts in merge_host_stats(hosts).items()
+        if counts["throttled"] or counts["pauses"] or counts["rate_waits"]
+    }
+    if held_back:
+        stats["hosts"] = held_back
+    return stats
 
 
 def check_stats(stats: dict) -> list[str]:
@@ -52,10 +70,11 @@ def check_stats(stats: dict) -> list[str]:
 
 
 class ComputeStats(beam.PTransform):
-    """`(read_pairs, read_drops, kept, dropped)` → one element: the `stats.json` dict.
+    """`(read_pairs, read_drops, kept, dropped[, hosts])` → one element: the `stats.json` dict.
 
     `read_pairs`/`read_drops` are what the sources emitted; `kept` the pairs that reach the
-    writer; `dropped` every `Drop` of every stage, the sources' own included.
+    writer; `dropped` every `Drop` of every stage, the sources' own included; `hosts` the
+    images stage's `(host, counts)` (`FetchImages(with_hosts=True)`).
     """
 
     def __init__(self, source_names: Sequence[str]):
@@ -63,7 +82,7 @@ class ComputeStats(beam.PTransform):
         self._source_names = tuple(source_names)
 
     def expand(self, pcolls):
-        read_pairs, read_drops, kept, dropped = pcolls
+        read_pairs, read_drops, kept, dropped, *hosts = pcolls
         read = (
             (
                 read_pairs | "ReadPairs" >> beam.Map(lambda p: (p.source_name, 1)),
@@ -85,9 +104,12 @@ class ComputeStats(beam.PTransform):
             | "SumDropped" >> beam.CombinePerKey(sum)
             | "TagDropped" >> beam.Map(lambda kv: (DROPPED_REASON, kv[0], kv[1]))
         )
+        counts = [read, kept_counts, drop_counts]
+        if hosts:
+            counts.append(hosts[0] | "TagHosts" >> beam.Map(lambda kv: (HOST, kv[0], kv[1])))
         names = self._source_names
         return (
-            (read, kept_counts, drop_counts)
+            counts
             | "AllCounts" >> beam.Flatten()
             | "Gather" >> beam.combiners.ToList()
             | "Build" >> beam.Map(lambda entries: build_stats(entries, names))

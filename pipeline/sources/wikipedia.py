@@ -48,7 +48,8 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.manifest import WikipediaSource
+from pipeline import wikimedia
+from pipeline.manifest import ImagesConfig, WikipediaSource
 from pipeline.records import DROPPED, GENUINE, Drop, Pair, SpreadPairs, pair_id
 from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles, numbered_lines
 from pipeline.sources.mediawiki import FileInfo, MediaWikiClient, MediaWikiError, article_url
@@ -58,6 +59,14 @@ from pipeline.sources.wikipedia_html import Figure, extract_figures
 FILES_PER_REQUEST = 50
 # Titles handed to the page fetchers at a time (bounded memory for a crawl of all articles).
 TITLE_CHUNK = 64
+
+
+def thumb_width(source: WikipediaSource) -> int | None:
+    """The width of the thumbnails asked for: the manifest resolves `auto`; a source made in
+    code may leave it, which means the step at or above the default `images.size`."""
+    if source.thumb_width == "auto":
+        return wikimedia.step_at_least(ImagesConfig().size)
+    return source.thumb_width
 
 
 class PageRef(NamedTuple):
@@ -149,7 +158,7 @@ class FigureResolver:
         held, names = self._held, sorted(self._asking)
         self._held, self._asking = [], set()
         try:
-            self._facts.update(self._client.file_info(names, self._source.thumb_width))
+            self._facts.update(self._client.file_info(names, thumb_width(self._source)))
         except MediaWikiError as err:
             for page, figure in held:
                 yield self._drop(page, f"fileinfo_{err.reason}", f"{figure.file}: {err}")

@@ -215,6 +215,15 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
         yield Drop(source.name, "other_language", path, None, language, count)
 
 
+def _width(value: str | None) -> int | None:
+    """WIT's `original_width` (`1024`, sometimes `1024.0`); None when empty or not a number."""
+    try:
+        width = int(float(value or ""))
+    except (ValueError, OverflowError):
+        return None
+    return width if width > 0 else None
+
+
 def _row_to_pair(row: dict[str, str], source: WitSource, path: str, line: int) -> Pair | Drop:
     image_url = row["image_url"].strip()
     page_url = row["page_url"].strip()
@@ -248,6 +257,7 @@ def _row_to_pair(row: dict[str, str], source: WitSource, path: str, line: int) -
         is_main_image=parse_bool(row.get("is_main_image")),
         input_file=path,
         input_line=line,
+        original_width=_width(row.get("original_width")),
     )
 
 

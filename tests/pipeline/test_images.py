@@ -41,13 +41,16 @@ from image_server import ImageServer, Reply
 from PIL import Image
 from records_of import image_pair
 
+from pipeline.hosts import HostGates
 from pipeline.images import (
     DEFAULT_USER_AGENT,
     FetchImages,
     FetchScheduler,
     ImageFetcher,
     Loaded,
+    Miss,
     Rejected,
+    Throttled,
     decode_image,
     is_public_address,
     normalize_url,
@@ -255,12 +258,12 @@ def test_retry_after_is_honoured_and_a_long_one_gives_up_at_once(server):
 
 
 def test_url_map_fetches_from_elsewhere_and_keeps_the_original_url(server):
-    server.route("/commons/a/ab/Cat.jpg", Reply(200, JPEG, jpeg()))
-    original = "//upload.wikimedia.org/wikipedia/commons/a/ab/Cat.jpg"
-    mirror = (("https://upload.wikimedia.org/wikipedia/", server.url("/")),)
+    server.route("/cc/cat.jpg", Reply(200, JPEG, jpeg()))
+    original = "//images.example.org/cc/cat.jpg"
+    mirror = (("https://images.example.org/", server.url("/")),)
     result = fetch_one(ImagesConfig(url_map=mirror), original)
     assert reason(result) == "kept" and result.image_url == original
-    assert server.hits("/commons/a/ab/Cat.jpg") == 1
+    assert server.hits("/cc/cat.jpg") == 1
 
 
 def test_opt_out_can_be_switched_off(server):
@@ -488,20 +491,23 @@ def test_draft_phash_stays_close_to_the_full_decode():
 
 
 class FakeFetcher:
-    """Loads take 20 ms; records how many run at once, per host and in all."""
+    """Downloads take 20 ms; records how many run at once, per host and in all. A pair whose
+    line is in `refuse` is refused (429) that many times before it succeeds."""
 
-    def __init__(self):
+    def __init__(self, per_host: int = 2, refuse: dict[int, int] | None = None):
+        self.gates = HostGates((), per_host=per_host, pause=0.05, max_pause=1.0)
+        self.refuse = dict(refuse or {})
         self.active: Counter = Counter()
         self.peaks: Counter = Counter()
         self.finished: list[str] = []
         self.stored: list[str] = []
         self._lock = threading.Lock()
 
-    def host_of(self, pair):
-        return pair.image_url.split("/")[2]
+    def lookup(self, pair):
+        return Miss(None, pair.image_url.split("/")[2])
 
-    def load(self, pair):
-        host = self.host_of(pair)
+    def download_pair(self, pair, miss, gate, ticket):
+        host = miss.host
         with self._lock:
             self.active[host] += 1
             self.peaks[host] = max(self.peaks[host], self.active[host])
@@ -510,6 +516,12 @@ class FakeFetcher:
         with self._lock:
             self.active[host] -= 1
             self.finished.append(host)
+            refused = self.refuse.get(pair.input_line, 0) > 0
+            if refused:
+                self.refuse[pair.input_line] -= 1
+        gate.release(ticket, throttled=refused)
+        if refused:
+            return Throttled(429, None, "busy", False)
         return Loaded(b"x" * 10, None)
 
     def store(self, pair, loaded, writer):
@@ -517,22 +529,27 @@ class FakeFetcher:
         return pair._replace(image_ref=f"{writer}:{loaded.data.decode()}")
 
 
-def test_scheduler_bounds_hosts_and_total_and_goes_round_robin():
-    fetcher = FakeFetcher()
-    pairs = [image_pair(i, f"http://hot.example/{i}") for i in range(30)]
-    pairs += [image_pair(100 + i, f"http://h{i % 3}.example/{i}") for i in range(9)]
+def run_scheduler(fetcher, pairs, concurrency=5, retries=0):
     with (
         concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="load") as load_pool,
         concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store") as store_pool,
     ):
         scheduler = FetchScheduler(
-            fetcher, "pack", load_pool, store_pool, concurrency=5, per_host=2, max_buffered=100
+            fetcher, "pack", load_pool, store_pool, concurrency, max_buffered=100, retries=retries
         )
         results = []
         for pair in pairs:
             scheduler.submit(pair, pair.input_line)
             results += scheduler.ready()
         results += list(scheduler.drain())
+    return results
+
+
+def test_scheduler_bounds_hosts_and_total_and_goes_round_robin():
+    fetcher = FakeFetcher(per_host=2)
+    pairs = [image_pair(i, f"http://hot.example/{i}") for i in range(30)]
+    pairs += [image_pair(100 + i, f"http://h{i % 3}.example/{i}") for i in range(9)]
+    results = run_scheduler(fetcher, pairs)
     assert sorted(tag for tag, _, _ in results) == sorted(p.input_line for p in pairs)
     assert all(r.image_ref == "pack:" + "x" * 10 and n == 10 for _, r, n in results)
     assert fetcher.peaks["hot.example"] == 2 and fetcher.peaks["total"] == 5
@@ -540,3 +557,19 @@ def test_scheduler_bounds_hosts_and_total_and_goes_round_robin():
     assert all(name.startswith("store") for name in fetcher.stored)  # not on a load thread
     # The 9 pairs of other hosts, queued behind 30 of the hot host, are not held back by it.
     assert max(i for i, h in enumerate(fetcher.finished) if h != "hot.example") < 20
+
+
+def test_scheduler_tries_a_refused_pair_again_and_slows_only_its_host():
+    """A 429 puts the pair back at the front of its host's queue and pauses that host, while
+    the other host's pairs go on; a pair refused more than `retries` times is `http_429`."""
+    fetcher = FakeFetcher(per_host=4, refuse={0: 1, 1: 2, 2: 5})
+    pairs = [image_pair(i, f"http://busy.example/{i}") for i in range(8)]
+    pairs += [image_pair(100 + i, f"http://calm.example/{i}") for i in range(8)]
+    results = {tag: r for tag, r, _ in run_scheduler(fetcher, pairs, retries=2)}
+    assert sorted(results) == sorted(p.input_line for p in pairs)
+    assert [line for line, r in results.items() if isinstance(r, Drop)] == [2]
+    assert results[2].reason == "http_429"
+    assert fetcher.finished.count("busy.example") == 8 + 1 + 2 + 2  # pair 2: 1 + 2 retries
+    stats = dict(fetcher.gates.take_stats())
+    assert stats["busy.example"]["throttled"] == 1 + 2 + 3 and stats["busy.example"]["pauses"] >= 1
+    assert stats["calm.example"]["throttled"] == 0 and stats["calm.example"]["pauses"] == 0

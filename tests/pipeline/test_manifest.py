@@ -19,6 +19,7 @@ from pipeline.manifest import (
     DedupeConfig,
     FiltersConfig,
     Flickr8kSource,
+    HostLimits,
     ImagesConfig,
     Manifest,
     ManifestError,
@@ -27,6 +28,7 @@ from pipeline.manifest import (
     WikipediaSource,
     WitSource,
     load_manifest,
+    parse_manifest,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,6 +141,7 @@ def test_full_manifest_parses_every_section_and_kind(project, tmp_path, monkeypa
             titles=("القاهرة", "الإسكندرية"),
             titles_file=f"{p}/titles.txt",
             limit=50,
+            thumb_width=330,  # `auto`: the standard width at or above images.size
         ),
         WitSource(paths=(f"{p}/wit/*.tsv", str(outside)), languages=("ar", "arz")),
         ConceptualCaptionsSource(paths=(f"{p}/cc/train.tsv",)),
@@ -166,7 +169,7 @@ def test_full_manifest_parses_every_section_and_kind(project, tmp_path, monkeypa
         max_words=40,
     )
     assert m.images == ImagesConfig(
-        fetch=False, allow_private_hosts=True, user_agent="bot/1 (x@y.z)"
+        fetch=False, allow_private_hosts=True, user_agent="bot/1 (x@y.z)", thumb_width=330
     )
     assert m.dedupe == DedupeConfig(max_hamming=6)
     assert m.output == OutputConfig(rows_per_shard=123)
@@ -186,7 +189,9 @@ def test_live_wikipedia_api_with_a_contact_user_agent(project):
         str(write_manifest(project, {"sources": [{**source, "user_agent": USER_AGENT}]}))
     )
     assert m.sources == (
-        WikipediaSource(api="https://ar.wikipedia.org/w/api.php", user_agent=USER_AGENT),
+        WikipediaSource(
+            api="https://ar.wikipedia.org/w/api.php", user_agent=USER_AGENT, thumb_width=330
+        ),
     )
 
 
@@ -218,7 +223,9 @@ def test_defaults_apply_when_sections_are_omitted(project):
         min_words=1,
         max_words=200,
     )
-    assert m.images == ImagesConfig(fetch=True, allow_private_hosts=False, user_agent=None)
+    assert m.images == ImagesConfig(
+        fetch=True, allow_private_hosts=False, user_agent=None, thumb_width=330
+    )
     assert m.dedupe.max_hamming == 4
     assert m.output.rows_per_shard == 10000
 
@@ -522,10 +529,47 @@ ERRORS = [
         ">= 1",
     ),
     (
-        "wikipedia negative thumb_width",
-        {"sources": [{**WIKI_API, "user_agent": USER_AGENT, "thumb_width": -5}]},
+        "wikipedia thumb_width off the steps",
+        {"sources": [{**WIKI_API, "user_agent": USER_AGENT, "thumb_width": 640}]},
         "sources[0].thumb_width",
-        "positive",
+        "not a standard thumbnail width, which upload.wikimedia.org refuses (standard: 20, 40, "
+        "60, 120, 250, 330, 500, 960, 1280, 1920, 3840); the nearest is 500",
+    ),
+    (
+        "wikipedia thumb_width not a number",
+        {"sources": [{**WIKI_API, "user_agent": USER_AGENT, "thumb_width": "wide"}]},
+        "sources[0].thumb_width",
+        "expected a width, auto or null",
+    ),
+    (
+        "images thumb_width off the steps",
+        {"sources": [WIT], "images": {"thumb_width": 256}},
+        "images.thumb_width",
+        "the nearest is 250",
+    ),
+    (
+        "host concurrency zero",
+        {"sources": [WIT], "images": {"hosts": {"example.org": {"concurrency": 0}}}},
+        "images.hosts.example.org.concurrency",
+        ">= 1",
+    ),
+    (
+        "host with an unknown key",
+        {"sources": [WIT], "images": {"hosts": {"example.org": {"concurrency": 2, "speed": 9}}}},
+        "images.hosts.example.org.speed",
+        "unknown key",
+    ),
+    (
+        "host without concurrency",
+        {"sources": [WIT], "images": {"hosts": {"example.org": {"bytes_per_second": 100}}}},
+        "images.hosts.example.org.concurrency",
+        "missing",
+    ),
+    (
+        "max_pause below pause",
+        {"sources": [WIT], "images": {"pause": 5, "max_pause": 1}},
+        "images.max_pause",
+        ">= pause",
     ),
     ("live api without user_agent", {"sources": [WIKI_API]}, "sources[0].user_agent", "contact"),
     (
@@ -747,3 +791,40 @@ def test_first_bad_path_named_is_the_same_on_every_run(project, tmp_path):
         if len(errors) > 1:
             break
     assert len(errors) == 1, errors
+
+
+def test_thumbnail_widths_default_to_the_step_above_the_stored_size(project):
+    """`auto` is the smallest standard width at or above images.size, for the crawl's file facts
+    and for the originals the images stage fetches; `resize: no` keeps originals; a source may
+    ask another step, or null for originals."""
+    wiki = {**WIKI_API, "user_agent": USER_AGENT}
+    m = parse_manifest({"sources": [wiki], "images": {"size": 512}}, str(project))
+    assert m.images.thumb_width == 960 and m.sources[0].thumb_width == 960
+    m = parse_manifest({"sources": [wiki], "images": {"resize": "no"}}, str(project))
+    assert m.images.thumb_width is None and m.sources[0].thumb_width is None
+    m = parse_manifest(
+        {"sources": [{**wiki, "thumb_width": 250}, {**wiki, "thumb_width": None}]}, str(project)
+    )
+    assert [s.thumb_width for s in m.sources] == [250, None]
+    assert m.images.thumb_width == 330
+
+
+def test_host_limits_merge_over_wikimedias_defaults(project):
+    m = parse_manifest({"sources": [WIT]}, str(project))
+    assert dict(m.images.hosts) == {
+        "upload.wikimedia.org": HostLimits(concurrency=2, bytes_per_second=3_125_000)
+    }
+    raw = {
+        "sources": [WIT],
+        "images": {
+            "hosts": {
+                "Images.Example.org": {"concurrency": 4, "requests_per_second": 10},
+                "upload.wikimedia.org": {"concurrency": 8},  # agreed with Wikimedia
+            }
+        },
+    }
+    hosts = dict(parse_manifest(raw, str(project)).images.hosts)
+    assert hosts == {
+        "upload.wikimedia.org": HostLimits(concurrency=8),
+        "images.example.org": HostLimits(concurrency=4, requests_per_second=10.0),
+    }
