@@ -109,7 +109,14 @@ def _picture(path: str) -> bytes:
 
 # upload.wikimedia.org's rules (standard thumbnail widths, at most 2 in flight), under its prefix.
 WIKIMEDIA = "/" + HOSTS["https://upload.wikimedia.org/"].rstrip("/")
-WIKIMEDIA_RULES = UploadRules(lambda path: _picture(WIKIMEDIA + path))
+
+
+def wikimedia_rules() -> UploadRules:
+    return UploadRules(lambda path: _picture(WIKIMEDIA + path))
+
+
+# For a server made around `_Handler` without its own (`start_image_server` gives each its own).
+WIKIMEDIA_RULES = wikimedia_rules()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -119,11 +126,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path.startswith(WIKIMEDIA + "/"):
             path = self.path[len(WIKIMEDIA) :]
-            answer = WIKIMEDIA_RULES.enter(path)
+            rules = getattr(self.server, "wikimedia", WIKIMEDIA_RULES)
+            answer = rules.enter(path)
             try:
-                answer = answer or WIKIMEDIA_RULES.answer(path)
+                answer = answer or rules.answer(path)
             finally:
-                WIKIMEDIA_RULES.leave()
+                rules.leave()
             status, content_type, body = answer.status, answer.headers, answer.body
         elif "/unavailable/" in self.path:
             status, content_type, body = 200, {"Content-Type": "image/jpeg"}, draw_placeholder()
@@ -141,8 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def start_image_server() -> ThreadingHTTPServer:
-    """The stand-in image host on 127.0.0.1 (a free port), serving from a daemon thread."""
+    """The stand-in image host on 127.0.0.1 (a free port), serving from a daemon thread;
+    `server.wikimedia` is its upload.wikimedia.org (`UploadRules`: what it was asked, the most
+    in flight, what it refused)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.wikimedia = wikimedia_rules()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

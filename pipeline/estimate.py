@@ -171,12 +171,21 @@ ASSUMPTIONS: dict[str, Assumption] = {
     ),
     "wit_image_bytes": Assumption(
         2_000_000,
-        "average WIT image download: image_url is the original file on upload.wikimedia.org, "
-        "camera photos of several MB beside small PNGs (unverified)",
+        "average WIT original file on upload.wikimedia.org, camera photos of several MB beside "
+        "small PNGs (unverified): what is downloaded with `images.thumb_width: null`; by default "
+        "the originals are fetched as thumbnails (wikimedia_thumb_bytes_per_pixel)",
     ),
-    "wikipedia_image_bytes": Assumption(
-        80_000,
-        "average 640 px JPEG thumbnail (`thumb_width: 640`) on upload.wikimedia.org",
+    "wikimedia_thumb_bytes_per_pixel": Assumption(
+        80_000 / (640 * 480),
+        "bytes per pixel of a JPEG thumbnail on upload.wikimedia.org, from an average 640 px "
+        "thumbnail of 80 KB at 4:3 (unverified); a thumbnail `thumb_width` wide is taken as "
+        "thumb_width x 3/4 thumb_width pixels: 330 px, 21 KB",
+    ),
+    "wikimedia_seconds_per_request": Assumption(
+        0.25,
+        "seconds one image request to upload.wikimedia.org holds its slot (connection reuse, "
+        "first byte, a thumbnail's body; unverified): with at most `concurrency` in flight "
+        "(images.hosts) the host gives concurrency / this many images a second",
     ),
     "cc_image_bytes": Assumption(
         294_000,
@@ -257,7 +266,7 @@ PROFILES: dict[str, KindProfile] = {
     "wikipedia": KindProfile(
         _WIKI_SURVIVAL,
         _WIKI_SURVIVAL,
-        ASSUMPTIONS["wikipedia_image_bytes"].value,
+        ASSUMPTIONS["wikimedia_thumb_bytes_per_pixel"].value * 330 * 330 * 3 / 4,  # 330 px
         "the WAP pairs (FORMATS §0) over the candidates of a crawl of every article",
     ),
 }
@@ -446,7 +455,21 @@ def _basis(files: _Files) -> str:
     return "counted" if files.counted else "table"
 
 
-def _file_source(src: Source, where: str, budget: list[int]) -> SourceEstimate:
+def wikimedia_image_bytes(width: int | None) -> float:
+    """The bytes of one download from upload.wikimedia.org: a thumbnail `width` wide, or (None)
+    an original."""
+    if width is None:
+        return ASSUMPTIONS["wit_image_bytes"].value
+    return ASSUMPTIONS["wikimedia_thumb_bytes_per_pixel"].value * width * width * 3 / 4
+
+
+# The kinds whose images come from upload.wikimedia.org (its limits bound their downloads).
+WIKIMEDIA_KINDS = ("wit", "wikipedia")
+
+
+def _file_source(
+    src: Source, where: str, budget: list[int], thumb_width: int | None = None
+) -> SourceEstimate:
     profile = PROFILES[src.kind]
     notes: list[str] = []
     if isinstance(src, Flickr8kSource):
@@ -455,6 +478,10 @@ def _file_source(src: Source, where: str, budget: list[int]) -> SourceEstimate:
         patterns = [(f"{where}.paths[{i}]", p) for i, p in enumerate(src.paths)]
     files = _input_files(src, patterns, budget)
     image_bytes_each = profile.image_bytes
+    if isinstance(src, WitSource):
+        image_bytes_each = wikimedia_image_bytes(thumb_width)
+        if thumb_width:
+            notes.append(f"originals fetched as {thumb_width} px thumbnails (images.thumb_width)")
     if isinstance(src, Flickr8kSource) and not os.path.isdir(src.images):
         files.download[FLICKR8K_IMAGES.archive] = FLICKR8K_IMAGES.archive_bytes
     if isinstance(src, CocoSource) and src.image_root is not None:
@@ -522,6 +549,7 @@ def _wikipedia_source(src: WikipediaSource, where: str) -> SourceEstimate:
         notes.append("dump: its download size is not in the table (not counted)")
     read = round(pages * ASSUMPTIONS["wikipedia_candidates_per_page"].value)
     kept = round(read * profile.survival)
+    width = src.thumb_width if src.thumb_width != "auto" else 330
     return SourceEstimate(
         name=src.name,
         kind=src.kind,
@@ -534,7 +562,7 @@ def _wikipedia_source(src: WikipediaSource, where: str) -> SourceEstimate:
         file_rows=0,
         largest_file_rows=0,
         input_bytes=0,
-        image_bytes=round(kept * profile.image_bytes),
+        image_bytes=round(kept * wikimedia_image_bytes(width)),
         notes=tuple(notes),
     )
 
@@ -549,7 +577,9 @@ def estimate_sources(
         if isinstance(src, WikipediaSource):
             est = _wikipedia_source(src, f"sources[{i}]")
         else:
-            est = _file_source(src, f"sources[{i}]", budget)
+            thumb_width = manifest.images.thumb_width
+            thumb_width = None if thumb_width == "auto" else thumb_width
+            est = _file_source(src, f"sources[{i}]", budget, thumb_width)
         if not manifest.images.fetch:
             est = dataclasses.replace(est, fetched=0, image_bytes=0)
         estimates.append(est)
@@ -640,6 +670,30 @@ def _translate_rate(manifest: Manifest, figures: Figures, notes: list[str]) -> f
             "its rate is used, so the translation cost is underestimated"
         )
     return figures.per_core("translate_beam4_sent_per_s")
+
+
+def _wikimedia_floor(manifest: Manifest, sources: list[SourceEstimate], notes: list[str]) -> float:
+    """Hours the downloads from upload.wikimedia.org take at least within its limits
+    (`images.hosts`: in flight, requests/s, bytes/s), however many workers there are."""
+    limits = dict(manifest.images.hosts).get("upload.wikimedia.org")
+    wikimedia = [s for s in sources if s.kind in WIKIMEDIA_KINDS]
+    images = sum(s.fetched for s in wikimedia)
+    if limits is None or not images:
+        return 0.0
+    nbytes = sum(s.image_bytes for s in wikimedia)
+    seconds = [images * ASSUMPTIONS["wikimedia_seconds_per_request"].value / limits.concurrency]
+    if limits.requests_per_second:
+        seconds.append(images / limits.requests_per_second)
+    if limits.bytes_per_second:
+        seconds.append(nbytes / limits.bytes_per_second)
+    hours = max(seconds) / 3600
+    rate = f", {limits.bytes_per_second * 8 / 1e6:g} Mbps" if limits.bytes_per_second else ""
+    notes.append(
+        f"upload.wikimedia.org: {images:,} images ({format_bytes(nbytes)}) at most "
+        f"{limits.concurrency} in flight{rate} (images.hosts): the images stage takes at least "
+        f"{hours:.1f} h, whatever the workers"
+    )
+    return hours
 
 
 def estimate_stages(
@@ -734,7 +788,7 @@ def estimate_stages(
         None,
         sum(s.image_bytes for s in sources),
         0,
-        0.0,
+        _wikimedia_floor(manifest, sources, notes),
     )
 
     # Measured at `at` keys and scaled linearly (the search is near-linear at these sizes); the

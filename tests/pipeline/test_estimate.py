@@ -91,9 +91,17 @@ def test_full_manifest_translation_and_crawl_recomputed_by_hand_from_figures_jso
     fetched = 2_500_000 * 151_252 / 2_500_000 + 109_366 + 3_318_333 + 414_113 + 40_455
     assert images.records == round(fetched)
     assert images.cpu_hours == pytest.approx(fetched / (249.0 / 2) / 3600)
-    assert images.download_bytes == (
-        151_252 * 80_000 + 109_366 * 2_000_000 + 1_427_210 * 294_000 + 414_113 * 157_000
+    # Wikipedia and WIT images are 330 px thumbnails on upload.wikimedia.org: 330 x 247.5 px
+    # at 80 KB per 640 x 480; CC's and COCO's their hosts' averages.
+    thumb = 80_000 / (640 * 480) * 330 * 330 * 3 / 4
+    wikimedia_bytes = round(151_252 * thumb) + round(109_366 * thumb)
+    assert images.download_bytes == (wikimedia_bytes + 1_427_210 * 294_000 + 414_113 * 157_000)
+    # ... fetched within Wikimedia's limits: at most 2 in flight at 0.25 s a request, 25 Mbps.
+    wikimedia_images = 151_252 + 109_366
+    assert images.floor_hours == pytest.approx(
+        max(wikimedia_images * 0.25 / 2, wikimedia_bytes / 3_125_000) / 3600
     )
+    assert any(n.startswith("upload.wikimedia.org: 260,618 images") for n in est.notes)
     assert (
         stages["read"].download_bytes == 25_000_000_000 + 500_000_000 + 241_000_000 + 1_003_000_000
     )
@@ -283,3 +291,20 @@ def test_the_memory_of_a_local_run_grows_with_the_pairs_that_reach_the_images(tm
     # Every pair whose image is fetched is held, also those whose image then fails (CC's dead
     # links): more than the kept pairs.
     assert data["pairs_in_flight"] == full.pairs_in_flight > full.kept
+
+
+def test_wit_downloads_are_the_thumbnails_fetched_or_the_originals_without_them(tmp_path):
+    """A WIT image is its 330 px thumbnail by default, a 960 px one with `size: 960`, and the
+    original (2 MB on average) with `thumb_width: null`: what a run would download."""
+    shard = "wit_v1.train.all-00000-of-00010.tsv.gz"
+    downloads = {}
+    for images in ("{}", "{size: 960}", "{thumb_width: null}"):
+        path = write_manifest(
+            tmp_path, f"sources:\n  - kind: wit\n    paths: [{shard}]\nimages: {images}\n"
+        )
+        [wit] = run_estimate(path).sources
+        downloads[images] = wit.image_bytes / wit.kept
+    per_pixel = 80_000 / (640 * 480)
+    assert downloads["{}"] == pytest.approx(per_pixel * 330 * 330 * 3 / 4, rel=1e-3)
+    assert downloads["{size: 960}"] == pytest.approx(per_pixel * 960 * 960 * 3 / 4, rel=1e-3)
+    assert downloads["{thumb_width: null}"] == pytest.approx(2_000_000, rel=1e-3)

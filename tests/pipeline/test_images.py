@@ -58,9 +58,10 @@ from pipeline.images import (
     robots_opt_out,
     store_image,
 )
-from pipeline.manifest import ImagesConfig
+from pipeline.manifest import HostLimits, ImagesConfig
 from pipeline.records import Drop, Pair
 from pipeline.store import ImageStore
+from pipeline.upload_standin import UploadStandIn
 
 LOOPBACK = ("127.0.0.1/32",)
 JPEG = {"Content-Type": "image/jpeg"}
@@ -573,3 +574,67 @@ def test_scheduler_tries_a_refused_pair_again_and_slows_only_its_host():
     stats = dict(fetcher.gates.take_stats())
     assert stats["busy.example"]["throttled"] == 1 + 2 + 3 and stats["busy.example"]["pauses"] >= 1
     assert stats["calm.example"]["throttled"] == 0 and stats["calm.example"]["pauses"] == 0
+
+
+# ---------------------------------------------------------------------------- Wikimedia's host
+
+
+def test_the_refusal_of_a_width_is_a_counted_drop_never_retried(server):
+    """upload.wikimedia.org's permanent 429 for a width that is not a step: its own reason, one
+    request, no pause of the host."""
+    body = b"<p>Use one of the standard thumbnail sizes: https://w.wiki/GHai</p>"
+    url = server.route("/thumb.jpg", Reply(429, {"Content-Type": "text/html"}, body))
+    start = time.monotonic()
+    result = fetch_one(ImagesConfig(retries=3), url)
+    assert reason(result) == "thumbnail_width_refused"
+    assert server.hits("/thumb.jpg") == 1 and time.monotonic() - start < 1.0
+
+
+def test_a_busy_host_is_tried_again_after_its_pause(server):
+    busy = server.route("/busy.jpg", Reply(429, {}, b"slow down"), Reply(200, JPEG, jpeg()))
+    start = time.monotonic()
+    assert reason(fetch_one(ImagesConfig(pause=0.3, retries=2), busy)) == "kept"
+    assert server.hits("/busy.jpg") == 2 and time.monotonic() - start >= 0.3 * 0.75
+    always = server.route("/always.jpg", Reply(503))
+    assert reason(fetch_one(ImagesConfig(pause=0.05, retries=2), always)) == "http_503"
+    assert server.hits("/always.jpg") == 3
+
+
+def test_an_original_of_unknown_width_falls_back_from_a_thumbnail_too_wide():
+    """A bitmap narrower than the step has no thumbnail at it (the host answers 400): the
+    original is fetched instead."""
+
+    def small(path: str) -> bytes:
+        return jpeg(200, 150)
+
+    with UploadStandIn(small) as host:
+        mirror = (("https://upload.wikimedia.org/", host.root + "/"),)
+        config = ImagesConfig(url_map=mirror, allow_private_hosts=True)
+        result = fetch_one(config, "https://upload.wikimedia.org/wikipedia/commons/a/ab/S.jpg")
+        assert reason(result) == "kept" and (result.width, result.height) == (200, 150)
+        assert host.rules.log == [
+            "/wikipedia/commons/thumb/a/ab/S.jpg/330px-S.jpg",
+            "/wikipedia/commons/a/ab/S.jpg",
+        ]
+        assert host.rules.refused == {"not_scaled": 1}
+
+
+def test_a_hosts_bytes_per_second_paces_its_bodies(server, tmp_path):
+    body = jpeg(640, 480, seed=3)
+    urls = [server.route(f"/b{i}.jpg", Reply(200, JPEG, body)) for i in range(3)]
+    rate = len(body)  # one body a second; the bucket holds one second's worth
+    config = ImagesConfig(hosts=(("127.0.0.1", HostLimits(2, 0.0, rate)),))
+    store = ImageStore(str(tmp_path))
+    fetcher = ImageFetcher(config, store, LOOPBACK)
+    writer = store.writer()
+    try:
+        start = time.monotonic()
+        results = [fetcher.fetch(image_pair(i, url), writer) for i, url in enumerate(urls)]
+        elapsed = time.monotonic() - start
+    finally:
+        writer.close()
+        fetcher.close()
+    assert [reason(r) for r in results] == ["kept"] * 3
+    [(host, stats)] = fetcher.gates.take_stats()
+    assert host == "127.0.0.1" and stats["rate_waits"] >= 1
+    assert stats["rate_wait_seconds"] >= 1.0 and elapsed >= 1.0  # 3 bodies at 1/s, 1 s burst

@@ -33,6 +33,7 @@ from records_of import image_pair
 
 from pipeline import demo, progress
 from pipeline.__main__ import main
+from pipeline.hosts import HostGates
 from pipeline.images import ImageFetcher, image_store, resolve_cache
 from pipeline.manifest import ImagesConfig, ManifestError, parse_manifest
 from pipeline.records import Drop, Pair
@@ -292,6 +293,24 @@ def test_progress_counts_only_while_started():
     assert os.environ.get(progress.PROGRESS_ENV) is None
     progress.advance("images", 1)
     assert stream.getvalue().splitlines() == lines
+
+
+def test_a_stage_line_says_what_holds_it_back():
+    """The images stage notes the hosts that pause or slow it (`HostGates.describe`)."""
+    gates = HostGates((), per_host=4, pause=30.0, max_pause=60.0)
+    gate = gates.get("busy.example")
+    gate.release(gate.try_acquire(), throttled=True)
+    gates.get("calm.example")
+    note = gates.describe()
+    assert re.fullmatch(r"busy\.example paused \d+s \(429/503\)", note), note
+    stream = io.StringIO()
+    progress.start(interval=3600, stream=stream)
+    try:
+        progress.advance("images", 3, total=10, unit="pairs")
+        progress.note("images", note)
+    finally:
+        progress.stop()
+    assert stream.getvalue().rstrip().endswith("; " + note)
 
 
 # ---------------------------------------------------------------------------- a killed run

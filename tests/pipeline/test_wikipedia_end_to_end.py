@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from filters.text import normalize_caption
+from pipeline import wikimedia
 from pipeline.__main__ import main
 from pipeline.demo import start_image_server
 from pipeline.sources import wikipedia
@@ -53,7 +54,7 @@ def manifest(folder: Path, source: str, image_port: int) -> Path:
 def servers():
     image_server = start_image_server()
     with WikiStandIn(SAMPLES) as wiki:
-        yield wiki, image_server.server_address[1]
+        yield wiki, image_server.server_address[1], image_server.wikimedia
     image_server.shutdown()
 
 
@@ -91,18 +92,26 @@ def check(stats: dict, rows: list[dict], name: str = "wikipedia") -> None:
 
 
 def test_a_crawl_of_the_stand_in_builds_licensed_genuine_pairs(servers, tmp_path):
-    wiki, port = servers
+    wiki, port, _ = servers
     source = (
         f"  - kind: wikipedia\n    api: {wiki.api_url}\n    site_url: https://ar.wikipedia.org\n"
         f'    user_agent: "{AGENT}"\n    requests_per_second: 0\n'
     )
+    upload = servers[2]
+    asked = len(upload.log)
     stats, rows = run(tmp_path, source, port)
     check(stats, rows)
     assert all(r["page_url"].startswith("https://ar.wikipedia.org/wiki/") for r in rows)
+    # The images came from upload.wikimedia.org's stand-in as the live host allows: standard
+    # widths only, never more than 2 requests in flight, nothing refused.
+    widths = [wikimedia.parse_upload_url("https://upload.wikimedia.org" + p) for p in upload.log]
+    assert len(upload.log) - asked >= len(rows)
+    assert all(w.width is None or wikimedia.is_step(w.width) for w in widths)
+    assert upload.max_seen <= 2 and not upload.refused and "hosts" not in stats
 
 
 def test_a_dump_of_the_same_pages_gives_the_same_rows(servers, tmp_path):
-    wiki, port = servers
+    wiki, port, _ = servers
     (tmp_path / "crawl").mkdir()
     crawl_stats, crawl_rows = run(
         tmp_path / "crawl",
