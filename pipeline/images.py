@@ -16,11 +16,15 @@ Both go through the same verify, hash and store path:
   the smallest DCT scale that still covers the stored size.
 - hash: imagehash pHash of the stored pixels and sha256 of the stored bytes.
 
-Downloads use one `requests.Session` per DoFn instance with `urllib3.Retry` (connection errors,
-429 and 5xx, exponential backoff, `Retry-After` honoured), connect and read timeouts, a total
-`deadline` per download checked while the body streams in, a byte cap checked on
-Content-Length and while streaming, and many downloads in flight at once, bounded overall
-(`concurrency`) and per host (`per_host`). Downloads and local reads run on `concurrency`
+Downloads use one `requests.Session` per DoFn instance with `urllib3.Retry` (connection errors
+and 500/502/504, exponential backoff), connect and read timeouts, a total `deadline` per
+download checked while the body streams in, a byte cap checked on Content-Length and while
+streaming, and many downloads in flight at once, bounded overall (`concurrency`) and per host by
+the host's gate (`pipeline.hosts`: `images.hosts` limits or `per_host`; a 429 or 503 pauses and
+slows the whole host, and the pair is tried again once the gate lets it, `retries` times). On
+Wikimedia's upload host an original is fetched as its thumbnail at a standard width
+(`pipeline.wikimedia`), and the host's permanent refusal of a non-standard width is
+`thumbnail_width_refused`. Downloads and local reads run on `concurrency`
 threads, decoding and encoding on one thread per core (`FetchScheduler`), so a download thread
 is never held up by CPU work. Every address a request goes to must be public unless
 `allow_private_hosts` (see `AddressPolicy`); redirects are followed here, hop by hop, so each
@@ -33,7 +37,8 @@ output folder downloads only what it has not stored yet.
 
 Drop reasons: `no_image`, `bad_url`, `private_address`, `connection_error`, `timeout`,
 `http_<status>` for any final status that is neither 2xx nor a redirect (`http_404`,
-`http_429` when retries or the deadline ran out, `http_503` ...), `too_many_redirects`,
+`http_429` when the host kept refusing or asked for more than `max_pause`, `http_503` ...),
+`thumbnail_width_refused`, `too_many_redirects`,
 `opted_out`, `too_large`, `missing_file`, `read_error`, `not_an_image`, `decode_error`,
 `too_small`; anything unexpected on one pair is `images_error`, never a crash.
 """
@@ -104,9 +109,10 @@ MAX_REDIRECTS = 5
 # Statuses urllib3 retries at once with backoff, per request. 429 and 503 are the host's own
 # business: they slow every request to it (pipeline.hosts) and the pair is tried again later.
 RETRY_STATUSES = frozenset({500, 502, 504})
-# When a thumbnail asked for an original of unknown width fails with one of these (a bitmap
-# narrower than the step cannot be scaled up), the original is fetched instead.
-THUMB_FALLBACK_STATUSES = frozenset({400, 415, 422, 500})
+# When the thumbnail asked instead of a source's URL fails with one of these (a bitmap narrower
+# than the step is not scaled up; a mirror in `url_map` may hold originals only), the URL the
+# source gave is fetched instead.
+THUMB_FALLBACK_STATUSES = frozenset({400, 404, 410, 415, 422, 500})
 REFUSAL_BODY_BYTES = 4096  # of a 429's body, read to tell a permanent refusal from a busy host
 POLL = 0.02  # seconds between looks at a host gate another thread holds
 BACKOFF_FACTOR = 0.5  # seconds: waits of 0, 1, 2, 4 ... between retries
@@ -298,9 +304,13 @@ class GuardedAdapter(HTTPAdapter):
 
 class BoundedRetry(Retry):
     """`Retry` that gives up, instead of sleeping, when a server's Retry-After exceeds
-    `give_up_after` seconds (the download's deadline): the status is then the drop reason."""
+    `give_up_after` seconds (the download's deadline): the status is then the drop reason.
+    It retries only `status_forcelist` (500, 502, 504) and connection errors."""
 
     give_up_after: float = math.inf
+    # urllib3 retries 413, 429 and 503 carrying Retry-After even outside status_forcelist: here
+    # 429 and 503 are the host gate's to handle (pipeline.hosts), never retried in place.
+    RETRY_AFTER_STATUS_CODES = frozenset()
 
     def new(self, **kwargs: Any) -> BoundedRetry:
         retry = super().new(**kwargs)
@@ -633,7 +643,6 @@ class ImageFetcher:
             raise_on_redirect=False,
         )
         retry.give_up_after = config.deadline
-        retry.RETRY_AFTER_STATUS_CODES = frozenset()  # none left in status_forcelist
         self.session = requests.Session()
         # No proxies or .netrc credentials from the environment: a proxy would hide the peer
         # address from the check, and credentials must not go to arbitrary image hosts.
@@ -804,16 +813,14 @@ class ImageFetcher:
         try:
             return self._download(target, gate)
         except Rejected as rejected:
-            thumbnailed = target != normalize_url(image_url)
             status = rejected.reason.removeprefix("http_")
             if not (
-                thumbnailed
-                and original_width is None
+                target != normalize_url(image_url)
                 and status.isdigit()
                 and int(status) in THUMB_FALLBACK_STATUSES
             ):
                 raise
-        # A thumbnail of an original of unknown width failed: the original may be narrower.
+        # The thumbnail could not be had: the URL the source gave may still be.
         return self._download(normalize_url(image_url), gate)
 
     def _download(self, target: str, gate: HostGate | None) -> bytes:

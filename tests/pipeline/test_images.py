@@ -638,3 +638,25 @@ def test_a_hosts_bytes_per_second_paces_its_bodies(server, tmp_path):
     [(host, stats)] = fetcher.gates.take_stats()
     assert host == "127.0.0.1" and stats["rate_waits"] >= 1
     assert stats["rate_wait_seconds"] >= 1.0 and elapsed >= 1.0  # 3 bodies at 1/s, 1 s burst
+
+
+def test_a_mirror_of_originals_only_still_gives_the_image(server):
+    """`url_map` to a mirror that holds originals: the thumbnail is not there (404), the URL WIT
+    gave is fetched instead."""
+    server.route("/wm/wikipedia/commons/a/ab/Cat.jpg", Reply(200, JPEG, jpeg()))
+    mirror = (("https://upload.wikimedia.org/", server.url("/wm/")),)
+    original = "https://upload.wikimedia.org/wikipedia/commons/a/ab/Cat.jpg"
+    config = ImagesConfig(url_map=mirror)
+    with tempfile.TemporaryDirectory() as folder:
+        store = ImageStore(folder)
+        fetcher = ImageFetcher(config, store, LOOPBACK)
+        writer = store.writer()
+        pair = image_pair(1, original)._replace(original_width=4000)
+        result = fetcher.fetch(pair, writer)
+        writer.close()
+        fetcher.close()
+    assert reason(result) == "kept" and result.image_url == original
+    assert [path for path, _ in server.log] == [
+        "/wm/wikipedia/commons/thumb/a/ab/Cat.jpg/330px-Cat.jpg",
+        "/wm/wikipedia/commons/a/ab/Cat.jpg",
+    ]
