@@ -835,21 +835,29 @@ class ImageFetcher:
                     continue
                 status = response.status_code
                 if status in THROTTLE_STATUSES:
-                    self._refused(response, url)
+                    self._refused(response, url, deadline)
                 if not 200 <= status < 300:
                     raise Rejected(f"http_{status}", url)
                 self._check_headers(response)
                 return self._read_body(response, deadline, gate)
         raise Rejected("too_many_redirects", f"more than {MAX_REDIRECTS}, last {url}")
 
-    def _refused(self, response: requests.Response, url: str) -> None:
+    def _refused(self, response: requests.Response, url: str, deadline: float) -> None:
         """Raises for a 429 or 503: `Rejected` (`thumbnail_width_refused`) for the upload
-        host's permanent refusal of a width, else `HostRefused`."""
+        host's permanent refusal of a width, else `HostRefused`. At most `REFUSAL_BODY_BYTES`
+        of the body are read, piece by piece within the deadline."""
         status = response.status_code
-        try:
-            body = response.raw.read(REFUSAL_BODY_BYTES)
-        except (urllib3.exceptions.HTTPError, OSError):
-            body = b""
+        chunks, total = [], 0
+        while total < REFUSAL_BODY_BYTES and time.monotonic() < deadline:
+            try:
+                chunk = response.raw.read1(REFUSAL_BODY_BYTES - total)
+            except (urllib3.exceptions.HTTPError, OSError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        body = b"".join(chunks)
         if wikimedia.is_steps_refusal(status, body, url):
             raise Rejected("thumbnail_width_refused", url)
         retry_after = _retry_after(response.headers.get("Retry-After"))

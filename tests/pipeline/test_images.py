@@ -660,3 +660,13 @@ def test_a_mirror_of_originals_only_still_gives_the_image(server):
         "/wm/wikipedia/commons/thumb/a/ab/Cat.jpg/330px-Cat.jpg",
         "/wm/wikipedia/commons/a/ab/Cat.jpg",
     ]
+
+
+def test_a_refusal_that_trickles_its_body_is_cut_at_the_deadline(server):
+    """A 429 whose body comes a byte at a time cannot hold the slot past the deadline while
+    its body is read to tell a busy host from a refused width."""
+    url = server.route("/slow429", Reply(429, {}, b"x" * 5000, trickle=0.05))
+    start = time.monotonic()
+    result = fetch_one(ImagesConfig(deadline=1.0, read_timeout=5.0, retries=0), url)
+    assert reason(result) == "http_429"
+    assert time.monotonic() - start < 2.5
