@@ -3,8 +3,8 @@ policy, against img2dataset with its default settings.
 
 The host is `pipeline.upload_standin.UploadStandIn`, in this process: upload.wikimedia.org's
 rules on 127.0.0.1, at most 2 requests in flight (the ones beyond are answered 429, every other
-one with `Retry-After: 1`), each answer taking `--delay` seconds (0.1 s by default: a far host;
-the live one answers in about 100-300 ms). With 2 in flight, that delay bounds any client to
+one with `Retry-After: 1`), each answer taking `--delay` seconds (0.2 s by default: the live
+host answers in about 100-300 ms). With 2 in flight, that delay bounds any client to
 `2 / delay` images/s: the limit `vs_limit` is measured against. The originals are the
 photo-like 640x480 JPEGs of `benchmarks/scale.py` (its cache, `.bench/scale-images/`; only the
 missing ones are generated), distinct images under Commons paths
@@ -34,14 +34,16 @@ it had in flight at once, and the 429s it answered. `images_per_s` is the kept i
 time the host was busy with the run: from the first request coming in to the last answer going
 out, as the stand-in clocks them; Beam's start-up, reading the shard and writing the dataset
 are outside it (the whole run's wall time is `seconds`). `vs_limit` is images/s over
-`2 / delay`; `vs_img2dataset` ours over img2dataset's images/s. For run 1, the time each served
-request spent in flight at the stand-in (`service_ms`: the delay plus the stand-in's own
-scaling) and the time a slot sat empty between an answer and the next request (`gap_ms`: the
-client's per-request overhead) say where any shortfall from the limit goes.
+`2 / delay`; `vs_img2dataset` ours over img2dataset's images/s. For run 1, where any shortfall
+from the limit goes: `service_ms`, the mean time a served request counted as in flight at the
+stand-in (from its request line read to its headers sent: the delay plus the stand-in's own
+scaling), and `gap_ms`, the time the host's 2 slots sat empty per request (2 x the busy time,
+less the time requests were in flight, over the requests): the body's transfer, the client's
+turn-around and the next request's arrival.
 
-    python benchmarks/politeness.py            # 1,000 images in every run, ~4 minutes
-    python benchmarks/politeness.py --quick    # 1,000, the adaptive run 500: under 5 minutes
-    python benchmarks/politeness.py --images 200 --delay 0.2
+    .venv/bin/python benchmarks/politeness.py            # 1,000 images in every run, ~5 minutes
+    .venv/bin/python benchmarks/politeness.py --quick    # 1,000, the adaptive run 500: ~4 minutes
+    .venv/bin/python benchmarks/politeness.py --images 200 --delay 0.1
 
 The last line on stdout is one JSON object holding every figure.
 """
@@ -86,7 +88,7 @@ from pipeline.upload_standin import UploadRules, UploadStandIn  # noqa: E402
 SEED = 20240620
 FULL_IMAGES, QUICK_IMAGES = 1000, 1000
 QUICK_ADAPTIVE_IMAGES = 500
-DELAY = 0.1  # seconds each answer of the stand-in takes
+DELAY = 0.2  # seconds each answer of the stand-in takes: within the live host's 100-300 ms
 HOST_LIMIT = 2  # in flight, the robot policy's
 ADAPTIVE_CONCURRENCY = 8
 SIZE = 256
@@ -132,7 +134,8 @@ def load_pictures(count: int) -> dict[int, bytes]:
 class Clock:
     """Times the requests of a stand-in by wrapping its rules' `enter` and `leave` (the stand-in
     counts requests but does not time them): when the first came in, when the last answer went
-    out, and the seconds requests spent in flight (served and refused apart)."""
+    out (its headers: the stand-in lets a request go before it writes the body), and the seconds
+    requests spent in flight (served and refused apart)."""
 
     def __init__(self, rules: UploadRules):
         self.first: float | None = None
@@ -311,7 +314,8 @@ def run_img2dataset(
     out = work / "i2d"
     with Host(pictures, delay) as host:
         url_file = work / "urls.txt"
-        url_file.write_text("".join(host.standin.url(thumbnail_path(i)) + "\n" for i in range(count)))
+        urls = [host.standin.url(thumbnail_path(i)) for i in range(count)]
+        url_file.write_text("".join(url + "\n" for url in urls))
         seconds, _ = timed([python, "-c", I2D_SCRIPT, str(url_file), str(out)], work / "i2d.log")
         kept, errors = 0, Counter()
         for stats_file in out.glob("*_stats.json"):

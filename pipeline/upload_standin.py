@@ -166,6 +166,9 @@ class UploadStandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle on, the body would wait for
+            # the client's delayed ACK of the headers (about 40 ms on Linux) every answer.
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
                 path = self.path.split("?", 1)[0]
