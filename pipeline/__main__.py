@@ -153,7 +153,7 @@ def estimate(
     bandwidth: float | None = None,
 ) -> int:
     """Prints the cost table of a manifest whose inputs need not exist, then one JSON line.
-    None: this machine's cores, benchmarks/figures.json, and the defaults of pipeline.estimate."""
+    None: this machine's cores, pipeline/figures.json, and the defaults of pipeline.estimate."""
     from pipeline import estimate as cost
 
     try:
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=None, help="cores working at once (default: this machine's)"
     )
     estimate_cmd.add_argument(
-        "--figures", default=None, help="benchmark figures (default: benchmarks/figures.json)"
+        "--figures", default=None, help="benchmark figures (default: pipeline/figures.json)"
     )
     estimate_cmd.add_argument(
         "--count-limit",

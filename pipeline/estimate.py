@@ -18,7 +18,7 @@ Where the numbers come from, in this order:
   would mislead.
 - **Survival** (`PROFILES`): kept / read per kind, from FORMATS.md §0 (the published Arabic CLIP
   counts over the originals), with its reasoning beside it.
-- **Throughput**: `benchmarks/figures.json`, the figures the benchmarks measured, each with
+- **Throughput**: `pipeline/figures.json`, the figures the benchmarks measured, each with
   its command and date; `cores` there turns a machine's rate into a per-core one.
 - **Assumptions** (`ASSUMPTIONS`): what nobody measured here (average bytes of an image on
   each host, the GPU's speed: there is no GPU on the project's machine, arwiki's size), each
@@ -57,7 +57,7 @@ from pipeline.manifest import (
 )
 from pipeline.records import Drop
 
-FIGURES_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "figures.json"
+FIGURES_PATH = Path(__file__).resolve().parent / "figures.json"  # package data: in the wheel
 DEFAULT_COUNT_LIMIT = 100_000_000  # bytes of local input files read to count their records
 # The machine's link to the internet, shared by every download (an assumption: a typical cloud
 # VM; `--bandwidth` sets yours).
@@ -293,7 +293,7 @@ REQUIRED_FIGURES = (
 
 @dataclass(frozen=True)
 class Figures:
-    """The benchmarks' figures (`benchmarks/figures.json`), checked."""
+    """The benchmarks' figures (`pipeline/figures.json`), checked."""
 
     path: str
     entries: dict[str, dict[str, Any]]
@@ -310,7 +310,7 @@ class Figures:
 
 
 def load_figures(path: str | os.PathLike | None = None) -> Figures:
-    """`benchmarks/figures.json` (or `path`), every required figure a positive number."""
+    """`pipeline/figures.json` (or `path`), every required figure a positive number."""
     path = str(path or FIGURES_PATH)
     try:
         with open(path, encoding="utf-8") as f:

@@ -1,5 +1,5 @@
 """`python -m pipeline estimate`: the cost table of manifests/full.yaml recomputed by hand from
-benchmarks/figures.json, the demo's inputs counted, one-source manifests, and the CLI's exits."""
+pipeline/figures.json, the demo's inputs counted, one-source manifests, and the CLI's exits."""
 
 from __future__ import annotations
 
@@ -308,3 +308,36 @@ def test_wit_downloads_are_the_thumbnails_fetched_or_the_originals_without_them(
     assert downloads["{}"] == pytest.approx(per_pixel * 330 * 330 * 3 / 4, rel=1e-3)
     assert downloads["{size: 960}"] == pytest.approx(per_pixel * 960 * 960 * 3 / 4, rel=1e-3)
     assert downloads["{thumb_width: null}"] == pytest.approx(2_000_000, rel=1e-3)
+
+
+def test_estimate_works_from_the_built_wheel(tmp_path):
+    """The figures `estimate` reads are package data: a normal install (the wheel, not this
+    checkout) can run `arabic-pairs estimate`."""
+    import subprocess
+    import sys
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        pytest.skip(f"the wheel cannot be built here (no build backend): {built.stderr[-300:]}")
+    [wheel] = tmp_path.glob("arabic_pairs-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "pipeline" / "figures.json").is_file()
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import pipeline;"
+        "assert pipeline.__file__.startswith(sys.argv[1]), pipeline.__file__;"
+        "from pipeline.__main__ import main; sys.exit(main(['estimate', sys.argv[2]]))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code, str(site), str(FULL)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert json.loads(ran.stdout.strip().splitlines()[-1])["figures"].startswith(str(site))
