@@ -49,8 +49,6 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
-import datetime
-import email.utils
 import hashlib
 import io
 import ipaddress
@@ -88,7 +86,14 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from pipeline import progress, wikimedia
-from pipeline.hosts import THROTTLE_STATUSES, HostGate, HostGates, Ticket, gates_for_run
+from pipeline.hosts import (
+    THROTTLE_STATUSES,
+    HostGate,
+    HostGates,
+    Ticket,
+    gates_for_run,
+    retry_after_seconds,
+)
 from pipeline.manifest import ImagesConfig
 from pipeline.records import DROPPED, Drop, Pair, SpreadPairs, drop, failed
 from pipeline.store import ImageStore, PackWriter, StoredImage, StoreIndex, parse_ref
@@ -562,23 +567,6 @@ def throttled_drop(pair: Pair, throttled: Throttled) -> Drop:
     return drop(pair, f"http_{throttled.status}", throttled.detail)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or
-    unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-
-
 def thumb_step(config: ImagesConfig) -> int | None:
     """The width of the upload host's thumbnails fetched for originals: `thumb_width`, with
     `auto` (left so by a config made in code) resolved as the manifest resolves it."""
@@ -860,7 +848,7 @@ class ImageFetcher:
         body = b"".join(chunks)
         if wikimedia.is_steps_refusal(status, body, url):
             raise Rejected("thumbnail_width_refused", url)
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         final = retry_after is not None and retry_after > self.config.max_pause
         detail = f"{url}: Retry-After {response.headers.get('Retry-After')}" if final else url
         raise HostRefused(status, retry_after, detail, final)

@@ -27,7 +27,6 @@ pure functions that accept both `formatversion=2` and the older `formatversion=1
 
 from __future__ import annotations
 
-import email.utils
 import threading
 import time
 import warnings
@@ -38,6 +37,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
 from requests.adapters import HTTPAdapter
+
+from pipeline.hosts import retry_after_seconds
 
 # Titles per `titles=` parameter for a client without the apihighlimits right (bots get 500).
 MAX_TITLES = 50
@@ -258,20 +259,8 @@ def file_infos_from_answer(
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date); None if absent."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    """Seconds from the answer's `Retry-After` header; None if absent."""
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 class _Again(Exception):

@@ -6,7 +6,15 @@ from __future__ import annotations
 import threading
 import time
 
-from pipeline.hosts import PROBE_AFTER, RESET_AFTER, HostGate, HostGates, Ticket, merge_host_stats
+from pipeline.hosts import (
+    PROBE_AFTER,
+    RESET_AFTER,
+    HostGate,
+    HostGates,
+    Ticket,
+    merge_host_stats,
+    retry_after_seconds,
+)
 from pipeline.manifest import HostLimits
 
 
@@ -167,3 +175,15 @@ def test_a_gate_holds_its_bound_under_threads():
     for t in threads:
         t.join()
     assert max(seen) == 3 and g.take_stats()["max_in_flight"] <= 3
+
+
+def test_retry_after_in_seconds_or_as_a_date():
+    """One reading of Retry-After for the image hosts and the MediaWiki API."""
+    import email.utils
+
+    assert retry_after_seconds("7") == 7.0 and retry_after_seconds(" 1.5 ") == 1.5
+    assert retry_after_seconds("-3") == 0.0
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    later = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 <= retry_after_seconds(later) <= 60
+    assert retry_after_seconds(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0.0
