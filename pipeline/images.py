@@ -143,17 +143,22 @@ ENCODINGS = {  # config.format -> (Pillow format, MIME type, file extension)
 REDUCING_GAP = 3.0
 
 
-class HostRefused(Exception):
+class Throttled(NamedTuple):
     """The host answered 429 or 503: it is busy, not the image bad. The pair is tried again once
-    the host's gate lets it (`final`: never, as the host asked for a longer wait than
-    `max_pause`)."""
+    the host's gate lets it, unless `final`."""
 
-    def __init__(self, status: int, retry_after: float | None, detail: str, final: bool = False):
-        super().__init__(detail)
-        self.status = status
-        self.retry_after = retry_after
-        self.detail = detail
-        self.final = final
+    status: int
+    retry_after: float | None
+    detail: str
+    final: bool  # the host asked for a wait beyond `max_pause`: not tried again
+
+
+class HostRefused(Exception):
+    """Raised where a download meets its host's 429 or 503, carrying what it said."""
+
+    def __init__(self, throttled: Throttled):
+        super().__init__(throttled.detail)
+        self.throttled = throttled
 
 
 class Rejected(Exception):
@@ -548,15 +553,6 @@ class Miss(NamedTuple):
     host: str
 
 
-class Throttled(NamedTuple):
-    """The host refused a download with 429 or 503 (`HostRefused`)."""
-
-    status: int
-    retry_after: float | None
-    detail: str
-    final: bool  # the host asked for a wait beyond `max_pause`: not tried again
-
-
 def retry_throttled(throttled: Throttled, attempt: int, retries: int) -> bool:
     """Whether a refused pair is tried again: `retries` times, unless the host asked for more
     than `max_pause`."""
@@ -581,7 +577,8 @@ def host_gates(config: ImagesConfig, share: int = 1) -> HostGates:
 
 
 class Loaded(NamedTuple):
-    """A pair's image as `load` got it: the bytes, and the key `store` appends them under
+    """A pair's image as `lookup` or `download_pair` got it: the bytes, and the key `store`
+    appends them under
     (`ImageFetcher.cache_key`, worked out once: for a file on a Beam filesystem it costs a
     request)."""
 
@@ -590,13 +587,14 @@ class Loaded(NamedTuple):
 
 
 class ImageFetcher:
-    """Gets (`load`: I/O) and verifies, hashes and stores (`store`: CPU, then one append to a
-    pack of the `ImageStore`) the image of a pair; safe to share among threads. Neither step
-    raises for a bad record: a failure is the pair's `Drop`. A pack that cannot be written (a
-    full disk) is not a bad record: that raises, and fails the bundle.
+    """Gets (`lookup`, then `download_pair` through the host's gate: I/O) and verifies, hashes
+    and stores (`store`: CPU, then one append to a pack of the `ImageStore`) the image of a
+    pair; safe to share among threads. No step raises for a bad record: a failure is the pair's
+    `Drop`. A pack that cannot be written (a full disk) is not a bad record: that raises, and
+    fails the bundle.
 
-    When the store is the image cache (`store.reuse`), `load` answers an image it already holds
-    (`cache_key`) with the finished pair (its reference, no new copy), counted as a hit."""
+    When the store is the image cache (`store.reuse`), `lookup` answers an image it already
+    holds (`cache_key`) with the finished pair (its reference, no new copy), counted as a hit."""
 
     def __init__(
         self,
@@ -735,8 +733,8 @@ class ImageFetcher:
         try:
             return Loaded(self.download(pair.image_url, pair.original_width, gate), miss.key)
         except HostRefused as err:
-            refused = err
-            return Throttled(err.status, err.retry_after, err.detail, err.final)
+            refused = err.throttled
+            return refused
         except Rejected as rejected:
             return drop(pair, rejected.reason, rejected.detail)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
@@ -851,7 +849,7 @@ class ImageFetcher:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         final = retry_after is not None and retry_after > self.config.max_pause
         detail = f"{url}: Retry-After {response.headers.get('Retry-After')}" if final else url
-        raise HostRefused(status, retry_after, detail, final)
+        raise HostRefused(Throttled(status, retry_after, detail, final))
 
     def _get(self, url: str, deadline: float) -> requests.Response:
         remaining = deadline - time.monotonic()
