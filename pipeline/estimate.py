@@ -54,6 +54,7 @@ from pipeline.manifest import (
     Source,
     WikipediaSource,
     WitSource,
+    images_thumb_width,
 )
 from pipeline.records import Drop
 
@@ -536,7 +537,7 @@ def _wikipedia_pages(src: WikipediaSource, where: str) -> tuple[int, str]:
     return 0, "unknown"
 
 
-def _wikipedia_source(src: WikipediaSource, where: str) -> SourceEstimate:
+def _wikipedia_source(src: WikipediaSource, where: str, auto_width: int | None) -> SourceEstimate:
     profile = PROFILES["wikipedia"]
     pages, basis = _wikipedia_pages(src, where)
     notes = []
@@ -549,7 +550,7 @@ def _wikipedia_source(src: WikipediaSource, where: str) -> SourceEstimate:
         notes.append("dump: its download size is not in the table (not counted)")
     read = round(pages * ASSUMPTIONS["wikipedia_candidates_per_page"].value)
     kept = round(read * profile.survival)
-    width = src.thumb_width if src.thumb_width != "auto" else 330
+    width = auto_width if src.thumb_width == "auto" else src.thumb_width  # `auto` in code only
     return SourceEstimate(
         name=src.name,
         kind=src.kind,
@@ -573,12 +574,11 @@ def estimate_sources(
     """Every source of the manifest, in manifest order (no images with `images.fetch: false`)."""
     budget = [count_limit]
     estimates = []
+    thumb_width = images_thumb_width(manifest.images)
     for i, src in enumerate(manifest.sources):
         if isinstance(src, WikipediaSource):
-            est = _wikipedia_source(src, f"sources[{i}]")
+            est = _wikipedia_source(src, f"sources[{i}]", thumb_width)
         else:
-            thumb_width = manifest.images.thumb_width
-            thumb_width = None if thumb_width == "auto" else thumb_width
             est = _file_source(src, f"sources[{i}]", budget, thumb_width)
         if not manifest.images.fetch:
             est = dataclasses.replace(est, fetched=0, image_bytes=0)

@@ -94,7 +94,7 @@ from pipeline.hosts import (
     gates_for_run,
     retry_after_seconds,
 )
-from pipeline.manifest import ImagesConfig
+from pipeline.manifest import ImagesConfig, images_thumb_width
 from pipeline.records import DROPPED, Drop, Pair, SpreadPairs, drop, failed
 from pipeline.store import ImageStore, PackWriter, StoredImage, StoreIndex, parse_ref
 from pipeline.store import join as store_join
@@ -563,14 +563,6 @@ def throttled_drop(pair: Pair, throttled: Throttled) -> Drop:
     return drop(pair, f"http_{throttled.status}", throttled.detail)
 
 
-def thumb_step(config: ImagesConfig) -> int | None:
-    """The width of the upload host's thumbnails fetched for originals: `thumb_width`, with
-    `auto` (left so by a config made in code) resolved as the manifest resolves it."""
-    if config.thumb_width == "auto":
-        return None if config.resize == "no" else wikimedia.step_at_least(config.size)
-    return config.thumb_width
-
-
 def host_gates(config: ImagesConfig, share: int = 1) -> HostGates:
     """The host gates of `config` (see `pipeline.hosts`)."""
     return HostGates(config.hosts, config.per_host, config.pause, config.max_pause, share)
@@ -604,7 +596,7 @@ class ImageFetcher:
         gates: HostGates | None = None,
     ):
         self.config = config
-        self.step = thumb_step(config)
+        self.step = images_thumb_width(config)
         self.gates = gates or host_gates(config)
         self._store = store
         self.index = StoreIndex(store) if store.reuse else None

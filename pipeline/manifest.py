@@ -501,12 +501,20 @@ def _step_width(value: int | str | None, where: str, auto: int | None) -> int | 
     return value
 
 
+def images_thumb_width(images: ImagesConfig) -> int | None:
+    """`images.thumb_width` as a width: `auto` (the default, and what a config made in code
+    keeps) is the smallest standard width at or above `size`, none with `resize: no`."""
+    if images.thumb_width != "auto":
+        return images.thumb_width
+    return None if images.resize == "no" else wikimedia.step_at_least(images.size)
+
+
 def _resolve_images(images: ImagesConfig, raw: Any) -> ImagesConfig:
     """`hosts` merged over the defaults, `thumb_width` made concrete."""
     hosts = dict(DEFAULT_HOSTS)
     if isinstance(raw, dict) and "hosts" in raw:
         hosts.update((host.lower(), limits) for host, limits in images.hosts)
-    auto = None if images.resize == "no" else wikimedia.step_at_least(images.size)
+    auto = images_thumb_width(dataclasses.replace(images, thumb_width="auto"))
     width = _step_width(images.thumb_width, "images.thumb_width", auto)
     return dataclasses.replace(images, hosts=tuple(hosts.items()), thumb_width=width)
 

@@ -48,8 +48,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import wikimedia
-from pipeline.manifest import ImagesConfig, WikipediaSource
+from pipeline.manifest import ImagesConfig, WikipediaSource, images_thumb_width
 from pipeline.records import DROPPED, GENUINE, Drop, Pair, SpreadPairs, pair_id
 from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles, numbered_lines
 from pipeline.sources.mediawiki import FileInfo, MediaWikiClient, MediaWikiError, article_url
@@ -65,7 +64,7 @@ def thumb_width(source: WikipediaSource) -> int | None:
     """The width of the thumbnails asked for: the manifest resolves `auto`; a source made in
     code may leave it, which means the step at or above the default `images.size`."""
     if source.thumb_width == "auto":
-        return wikimedia.step_at_least(ImagesConfig().size)
+        return images_thumb_width(ImagesConfig())
     return source.thumb_width
 
 
