@@ -174,12 +174,11 @@ class HostGate:
             now = self._clock()
             self._paid_until = max(self._paid_until, now - BURST_SECONDS) + nbytes / rate
             wait = self._paid_until - now
-        if wait > 0:
-            with self._lock:
-                self._stats["rate_waits"] += 1
-                self._stats["rate_wait_seconds"] += wait
+            if wait <= 0:
+                return 0.0
+            self._stats["rate_waits"] += 1
+            self._stats["rate_wait_seconds"] += wait
             return wait
-        return 0.0
 
     def state(self) -> tuple[int, int, float]:
         """(in flight, allowed, seconds of pause left)."""

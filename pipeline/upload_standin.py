@@ -90,7 +90,7 @@ class UploadRules:
         file = wikimedia.parse_upload_url(url)
         if file is None:
             return Answer(404, {"Content-Type": "text/plain"}, b"not found")
-        original = self.picture(wikimedia.original_url(file).split("upload.wikimedia.org", 1)[1])
+        original = self.picture(wikimedia.original_path(file))
         if file.width is None:
             return Answer(200, {"Content-Type": "image/jpeg"}, original)
         if not wikimedia.is_step(file.width):

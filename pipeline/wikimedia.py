@@ -139,9 +139,13 @@ def thumbnail_url(file: UploadFile, width: int) -> str | None:
     return urlunsplit((file.scheme, file.host, path, "", ""))
 
 
+def original_path(file: UploadFile) -> str:
+    """The path of `file`'s original on the host (`/wikipedia/commons/a/ab/Name.jpg`)."""
+    return f"{file.root}/{file.hash_path}/{file.name}"
+
+
 def original_url(file: UploadFile) -> str:
-    path = f"{file.root}/{file.hash_path}/{file.name}"
-    return urlunsplit((file.scheme, file.host, path, "", ""))
+    return urlunsplit((file.scheme, file.host, original_path(file), "", ""))
 
 
 def fetch_url(url: str, step: int | None, original_width: int | None = None) -> str:
