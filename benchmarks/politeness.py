@@ -51,11 +51,9 @@ The last line on stdout is one JSON object holding every figure.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -76,16 +74,15 @@ from scale import (  # noqa: E402
     CACHE,
     HEIGHT,
     WIDTH,
-    arabic_caption,
     check_imported_pipeline,
     make_images,
     subprocess_env,
+    write_shard,
 )
 
 from pipeline import wikimedia  # noqa: E402
 from pipeline.upload_standin import UploadRules, UploadStandIn  # noqa: E402
 
-SEED = 20240620
 FULL_IMAGES, QUICK_IMAGES = 1000, 1000
 QUICK_ADAPTIVE_IMAGES = 500
 DELAY = 0.2  # seconds each answer of the stand-in takes: within the live host's 100-300 ms
@@ -218,33 +215,6 @@ class Host:
 # ---------------------------------------------------------------------------- ours
 
 
-def write_shard(path: Path, count: int) -> None:
-    """A WIT shard of `count` `ar` rows, row i showing image i's Commons original (640 px wide,
-    so fetched as its thumbnail) with its own Arabic caption."""
-    from wit_files import wit_row
-
-    from pipeline.sources.wit import WIT_COLUMNS
-
-    rng = random.Random(SEED)
-    seen: set[str] = set()
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-        writer.writerow(WIT_COLUMNS)
-        for i in range(count):
-            caption = arabic_caption(rng)
-            while caption in seen:
-                caption = arabic_caption(rng)
-            seen.add(caption)
-            row = wit_row(
-                i,
-                image_url=UPLOAD + original_path(i),
-                caption_reference_description=caption,
-                original_width=str(WIDTH),
-                original_height=str(HEIGHT),
-            )
-            writer.writerow([row[c] for c in WIT_COLUMNS])
-
-
 def write_manifest(path: Path, shard: Path, root: str, concurrency: int | None) -> None:
     """The manifest of a run; `concurrency` set: upload.wikimedia.org's limit replaced by it."""
     hosts = ""
@@ -266,7 +236,7 @@ def run_ours(
     """A whole build of `count` pairs through the CLI against a fresh stand-in."""
     label = "ours" if concurrency is None else "adaptive"
     shard = work / f"{label}.tsv"
-    write_shard(shard, count)
+    write_shard(shard, count, lambda i: UPLOAD + original_path(i))
     output = work / f"out-{label}"
     with Host(pictures, delay) as host:
         manifest = work / f"{label}.yaml"

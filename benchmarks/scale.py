@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -265,8 +266,9 @@ def arabic_caption(rng: random.Random) -> str:
     return " ".join(rng.choices(WORDS, k=rng.randint(8, 15)))
 
 
-def write_shard(path: Path, count: int, port: int) -> None:
-    """A WIT shard of `count` `ar` rows, row i showing image i with its own Arabic caption."""
+def write_shard(path: Path, count: int, image_url: Callable[[int], str]) -> None:
+    """A WIT shard of `count` `ar` rows, row i showing `image_url(i)` (WIDTH x HEIGHT, as
+    `original_width`/`original_height` say) with its own Arabic caption."""
     from wit_files import wit_row
 
     from pipeline.sources.wit import WIT_COLUMNS
@@ -283,7 +285,7 @@ def write_shard(path: Path, count: int, port: int) -> None:
             seen.add(caption)
             row = wit_row(
                 i,
-                image_url=f"http://127.0.0.1:{port}/img/{i}.jpg",
+                image_url=image_url(i),
                 caption_reference_description=caption,
                 original_width=str(WIDTH),
                 original_height=str(HEIGHT),
@@ -509,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in sizes:
                 shard = work / f"wit-{n}.tsv"
-                write_shard(shard, n, server.port)
+                write_shard(shard, n, lambda i: f"http://127.0.0.1:{server.port}/img/{i}.jpg")
                 manifest = work / f"scale-{n}.yaml"
                 write_manifest(manifest, shard)
                 output = work / f"out-{n}"
