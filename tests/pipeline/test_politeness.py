@@ -69,6 +69,19 @@ def original(name: str) -> str:
     return f"{COMMONS}/{hashed(name)}/{name}"
 
 
+def wide_rows(prefix: str, count: int) -> list[dict]:
+    """WIT rows of `count` Commons originals 4,000 px wide, each with its own caption."""
+    return [
+        wit_row(
+            n,
+            image_url=original(f"{prefix}_{n}.jpg"),
+            original_width="4000",
+            caption_reference_description=caption(n),
+        )
+        for n in range(count)
+    ]
+
+
 def test_wit_originals_come_as_thumbnails_within_wikimedias_limits(tmp_path, capsys):
     rows, fetched = [], {}
     for n in range(10):
@@ -106,15 +119,7 @@ def test_wit_originals_come_as_thumbnails_within_wikimedias_limits(tmp_path, cap
 def test_a_host_pressed_beyond_its_limit_slows_down_and_keeps_every_image(tmp_path, capsys):
     """`images.hosts` says 6 in flight, the host allows 2: its 429s (with and without
     Retry-After) pause the host and cut its concurrency until it answers clean."""
-    rows = [
-        wit_row(
-            n,
-            image_url=original(f"Busy_{n}.jpg"),
-            original_width="4000",
-            caption_reference_description=caption(n),
-        )
-        for n in range(30)
-    ]
+    rows = wide_rows("Busy", 30)
     images = {
         "hosts": {"upload.wikimedia.org": {"concurrency": 6}},
         "pause": 0.2,
@@ -135,15 +140,7 @@ def test_a_host_pressed_beyond_its_limit_slows_down_and_keeps_every_image(tmp_pa
 
 @pytest.mark.parametrize("width", [250, 500])
 def test_the_manifests_thumbnail_width_is_the_one_asked(tmp_path, width):
-    rows = [
-        wit_row(
-            n,
-            image_url=original(f"W_{n}.jpg"),
-            original_width="4000",
-            caption_reference_description=caption(n),
-        )
-        for n in range(2)
-    ]
+    rows = wide_rows("W", 2)
     with UploadStandIn(picture, max_in_flight=2) as host:
         stats, _ = build(tmp_path, host, rows, {"thumb_width": width})
     assert stats["sources"]["wit"]["kept"] == 2
