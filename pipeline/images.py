@@ -788,8 +788,10 @@ class ImageFetcher:
         `target_url`), redirects followed, every hop checked, read at most at the `gate`'s
         bytes/s; raises `Rejected`, or `HostRefused` for a 429 or 503."""
         target = self.target_url(image_url, original_width)
+        # One deadline for the attempt, the fallback below included.
+        deadline = time.monotonic() + self.config.deadline
         try:
-            return self._download(target, gate)
+            return self._download(target, gate, deadline)
         except Rejected as rejected:
             status = rejected.reason.removeprefix("http_")
             if not (
@@ -799,10 +801,9 @@ class ImageFetcher:
             ):
                 raise
         # The thumbnail could not be had: the URL the source gave may still be.
-        return self._download(normalize_url(image_url), gate)
+        return self._download(normalize_url(image_url), gate, deadline)
 
-    def _download(self, target: str, gate: HostGate | None) -> bytes:
-        deadline = time.monotonic() + self.config.deadline
+    def _download(self, target: str, gate: HostGate | None, deadline: float) -> bytes:
         url = self.request_url(target)
         for _ in range(MAX_REDIRECTS + 1):
             self.policy.check_url(url)

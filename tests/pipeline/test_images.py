@@ -670,3 +670,16 @@ def test_a_refusal_that_trickles_its_body_is_cut_at_the_deadline(server):
     result = fetch_one(ImagesConfig(deadline=1.0, read_timeout=5.0, retries=0), url)
     assert reason(result) == "http_429"
     assert time.monotonic() - start < 2.5
+
+
+def test_the_fallback_to_the_original_shares_the_downloads_deadline(server):
+    """A slow 404 for the thumbnail leaves the original only what is left of the deadline: the
+    two requests together cannot hold the slot past it."""
+    server.route("/wm/wikipedia/commons/thumb/a/ab/C.jpg/330px-C.jpg", Reply(404, wait=0.8))
+    server.route("/wm/wikipedia/commons/a/ab/C.jpg", Reply(200, JPEG, jpeg(), trickle=0.05))
+    mirror = (("https://upload.wikimedia.org/", server.url("/wm/")),)
+    config = ImagesConfig(url_map=mirror, deadline=1.0, read_timeout=5.0)
+    start = time.monotonic()
+    result = fetch_one(config, "https://upload.wikimedia.org/wikipedia/commons/a/ab/C.jpg")
+    assert reason(result) == "timeout"
+    assert time.monotonic() - start < 1.5
