@@ -127,11 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith(WIKIMEDIA + "/"):
             path = self.path[len(WIKIMEDIA) :]
             rules = getattr(self.server, "wikimedia", WIKIMEDIA_RULES)
-            answer = rules.enter(path)
-            try:
-                answer = answer or rules.answer(path)
-            finally:
-                rules.leave()
+            with rules.request(path) as refused:
+                answer = refused or rules.answer(path)
             status, content_type, body = answer.status, answer.headers, answer.body
         elif "/unavailable/" in self.path:
             status, content_type, body = 200, {"Content-Type": "image/jpeg"}, draw_placeholder()

@@ -19,11 +19,12 @@ and how many it refused for each cause (`refused`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 
@@ -53,7 +54,7 @@ class Answer(NamedTuple):
 
 class UploadRules:
     """The live host's answers for paths under its root (`/wikipedia/...`), and its in-flight
-    rule; thread-safe. Wrap every answer in `enter()`/`leave()`."""
+    rule; thread-safe. Answer every request inside `request(path)`."""
 
     def __init__(self, picture: Callable[[str], bytes], max_in_flight: int | None = 2):
         self.picture = picture
@@ -84,6 +85,16 @@ class UploadRules:
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+    @contextlib.contextmanager
+    def request(self, path: str) -> Iterator[Answer | None]:
+        """Counts the request in flight while the block answers it; gives its 429 when it is
+        one too many (None: answer it)."""
+        refused = self.enter(path)
+        try:
+            yield refused
+        finally:
+            self.leave()
 
     def answer(self, path: str) -> Answer:
         url = "https://upload.wikimedia.org" + path
@@ -173,10 +184,9 @@ class UploadStandIn:
             def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
                 path = self.path.split("?", 1)[0]
                 rules = standin.rules
-                refused = rules.enter(path)
                 # In flight until its body goes out: a client that read the whole answer may
                 # send its next request before this thread runs again.
-                try:
+                with rules.request(path) as refused:
                     if standin.delay:
                         time.sleep(standin.delay)
                     answer = refused or rules.answer(path)
@@ -185,8 +195,6 @@ class UploadStandIn:
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(answer.body)))
                     self.end_headers()
-                finally:
-                    rules.leave()
                 self.wfile.write(answer.body)
 
             def log_message(self, *args: object) -> None:
