@@ -148,8 +148,8 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
+    from pipeline.config import ImagesConfig
     from pipeline.images import _FetchImagesFn
-    from pipeline.manifest import ImagesConfig
     from pipeline.records import GENUINE, Drop, Pair
     from pipeline.store import ImageStore
 
@@ -265,8 +265,8 @@ def measure_draft(folder: Path, count: int) -> dict:
     import imagehash
     from PIL import Image
 
+    from pipeline.config import ImagesConfig
     from pipeline.images import decode_image, open_image, resize_image, store_image
-    from pipeline.manifest import ImagesConfig
 
     config = ImagesConfig(size=SIZE, quality=QUALITY)
 

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     import apache_beam as beam
     from PIL import Image
 
-    from pipeline.manifest import ImagesConfig
+    from pipeline.config import ImagesConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -67,8 +67,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from filters.text import normalize_english  # noqa: E402
-from pipeline.manifest import TranslationConfig  # noqa: E402
+from pipeline.config import TranslationConfig  # noqa: E402
+from pipeline.text import normalize_english  # noqa: E402
 from translators.tiny import build_random_model  # noqa: E402
 
 SEED = 20240611

@@ -36,9 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.manifest import WikipediaSource  # noqa: E402
 from pipeline.records import Drop, Pair  # noqa: E402
 from pipeline.sources import wikipedia  # noqa: E402
+from pipeline.sources.wikipedia import WikipediaSource  # noqa: E402
 from pipeline.sources.wikipedia_html import extract_figures  # noqa: E402
 from pipeline.wiki_standin import WikiStandIn  # noqa: E402
 
@@ -233,7 +233,7 @@ def crawl_requests(html: dict[str, str], files: dict[str, dict]) -> dict:
         by_kind[kind] = by_kind.get(kind, 0) + 1
     # The naive crawl: the same page and allpages requests, one imageinfo per candidate figure
     # (every figure the extractor keeps is looked up, on every page it appears on).
-    candidates = pairs + sum(1 for d in drops if d.reason in ("non_free", "file_missing"))
+    candidates = pairs + sum(1 for d in drops if d.reason in ("non_free", "missing_image_file"))
     naive = by_kind.get("allpages", 0) + by_kind.get("parse", 0) + candidates
     return {
         "pages": len(html),

@@ -45,10 +45,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from filters.langid import FastTextLangIdHandler, default_model_path  # noqa: E402
-from filters.text import normalize_caption  # noqa: E402
-from pipeline.manifest import WitSource  # noqa: E402
 from pipeline.records import Drop  # noqa: E402
-from pipeline.sources.wit import WIT_COLUMNS, parse_wit  # noqa: E402
+from pipeline.sources.wit import (  # noqa: E402
+    WIT_COLUMNS,
+    WitSource,  # noqa: E402
+    parse_wit,
+)
+from pipeline.text import normalize_caption  # noqa: E402
 
 csv.field_size_limit(sys.maxsize)
 

@@ -15,7 +15,18 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from pipeline.records import DROPPED, Drop, drop
+from pipeline.records import Drop, Pair
+from pipeline.steps import Reasons, Reject, Step
+
+REASONS = Reasons(
+    "langid",
+    {
+        "not_arabic": "fastText's top language for caption_ar is not in filters.langid_labels "
+        "(detail: the top label and its probability)",
+        "low_langid_score": "the accepted label's probability is below filters.langid_min_score",
+        "langid_error": "the model could not take the caption, or its batch failed",
+    },
+)
 
 # (label, probability) pairs, best first, labels without fastText's `__label__` prefix.
 Prediction = tuple[tuple[str, float], ...]
@@ -96,33 +107,20 @@ def language_verdict(
     return score, None
 
 
-class _Judge(beam.DoFn):
-    def __init__(self, labels: Sequence[str], min_score: float):
-        self._labels = tuple(labels)
-        self._min_score = min_score
-
-    def process(self, keyed):
-        pair, prediction = keyed
-        score, reason = language_verdict(prediction, self._labels, self._min_score)
-        if reason:
-            best = prediction[0] if prediction else None
-            yield beam.pvalue.TaggedOutput(DROPPED, drop(pair, reason, detail=repr(best)))
-        else:
-            yield pair._replace(langid_score=score)
-
-
 def _failed_batch(failure) -> Iterable[Drop]:
     # Beam's dead letter holds (exception type, repr of the exception, traceback lines).
     batch, (_, error, _) = failure
     for pair, _text in batch:
-        yield drop(pair, "langid_error", detail=error[:300])
+        yield REASONS.drop(pair, "langid_error", detail=error[:300])
 
 
-class FilterLanguage(beam.PTransform):
+class FilterLanguage(Step):
     """Keeps pairs whose `caption_ar` fastText calls Arabic; sets `langid_score`.
 
     Returns `(kept, dropped)`.
     """
+
+    REASONS = REASONS
 
     def __init__(
         self,
@@ -132,7 +130,7 @@ class FilterLanguage(beam.PTransform):
         handler: ModelHandler | None = None,
     ):
         super().__init__()
-        self._labels = labels
+        self._labels = tuple(labels)
         self._min_score = min_score
         self._handler = KeyedModelHandler(handler or FastTextLangIdHandler(model_path))
 
@@ -142,9 +140,17 @@ class FilterLanguage(beam.PTransform):
             | "KeyByPair" >> beam.Map(lambda p: (p, p.caption_ar))
             | "Predict" >> RunInference(self._handler).with_exception_handling()
         )
-        judged = predicted | "Judge" >> beam.ParDo(
-            _Judge(self._labels, self._min_score)
-        ).with_outputs(DROPPED, main="kept")
+        kept, judged = self.judged(predicted)
         failed = errors.failed_inferences | "CountFailedBatches" >> beam.FlatMap(_failed_batch)
-        dropped = (judged[DROPPED], failed) | "MergeDrops" >> beam.Flatten()
-        return judged.kept, dropped
+        dropped = (judged, failed) | "MergeDrops" >> beam.Flatten()
+        return kept, dropped
+
+    def pair_of(self, element: tuple[Pair, Prediction | None]) -> Pair:
+        return element[0]
+
+    def judge(self, element: tuple[Pair, Prediction | None]) -> Pair | Reject:
+        pair, prediction = element
+        score, reason = language_verdict(prediction, self._labels, self._min_score)
+        if reason:
+            return Reject(reason, repr(prediction[0] if prediction else None))
+        return pair._replace(langid_score=score)

@@ -17,44 +17,23 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
+from pipeline.config import ImagesConfig, ManifestError
 from pipeline.dedupe import DropDuplicates
 from pipeline.images import FetchImages, image_store
-from pipeline.manifest import (
-    CocoSource,
-    ConceptualCaptionsSource,
-    Flickr8kSource,
-    ImagesConfig,
-    Manifest,
-    ManifestError,
-    WikipediaSource,
-    WitSource,
-)
-from pipeline.sources.coco import ReadCoco
-from pipeline.sources.conceptual_captions import ReadConceptualCaptions
-from pipeline.sources.flickr8k import ReadFlickr8k
-from pipeline.sources.wikipedia import ReadWikipedia
-from pipeline.sources.wit import ReadWit
+from pipeline.manifest import Manifest
+from pipeline.sources.registry import kind_of
+from pipeline.sources.wikipedia import WikipediaSource
 from pipeline.stats import ComputeStats
 from pipeline.write import WriteDataset, staging_dir
 from translators.ctranslate import model_name
 from translators.stage import TranslateCaptions
-
-# The reader of each source kind.
-READERS = {
-    WikipediaSource: ReadWikipedia,
-    WitSource: ReadWit,
-    ConceptualCaptionsSource: ReadConceptualCaptions,
-    CocoSource: ReadCoco,
-    Flickr8kSource: ReadFlickr8k,
-}
-TRANSLATED_KINDS = (ConceptualCaptionsSource, CocoSource, Flickr8kSource)
 
 
 def check_buildable(manifest: Manifest) -> None:
     """Refuse, before any graph is built, English sources with nothing to translate them."""
     t = manifest.translation
     for i, source in enumerate(manifest.sources):
-        if isinstance(source, TRANSLATED_KINDS) and not (t.model or t.memory):
+        if kind_of(source).translated and not (t.model or t.memory):
             raise ManifestError(
                 f"sources[{i}].kind: {source.kind!r} is English and needs translation.model "
                 "(or a translation.memory that covers it)"
@@ -89,9 +68,11 @@ def build_pipeline(
     check_buildable(manifest)
     read_pairs, read_drops = [], []
     for source in manifest.sources:
-        pairs, dropped = p | f"Read[{source.name}]" >> READERS[type(source)](source)
+        kind = kind_of(source)
+        pairs, dropped = p | f"Read[{source.name}]" >> kind.reader(source)
         read_pairs.append(pairs)
-        read_drops.append(dropped)
+        # Every reason a reader emits is declared (an undeclared one counts as its catch-all).
+        read_drops.append(dropped | f"Check[{source.name}]" >> beam.Map(kind.reasons.checked))
     emitted = read_pairs | "AllPairs" >> beam.Flatten()
     source_drops = read_drops | "AllSourceDrops" >> beam.Flatten()
 

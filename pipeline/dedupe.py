@@ -55,13 +55,22 @@ from urllib.parse import unquote
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
-from pipeline.records import DROPPED, GENUINE, TRANSLATED, Pair, drop, failed
+from pipeline.records import DROPPED, GENUINE, TRANSLATED, Pair
+from pipeline.steps import Reasons, Step
 
 STAGE = "dedupe"
 DUPLICATE = "duplicate"
 PLACEHOLDER = "placeholder_image"
+REASONS = Reasons(
+    STAGE,
+    {
+        DUPLICATE: "the same or a near-same image (pHash within dedupe.max_hamming) as a pair "
+        "that wins: genuine before translated, then manifest order (detail: the winner's id)",
+        PLACEHOLDER: "the image is a placeholder: reached from dedupe.placeholder_min_urls "
+        "distinct URLs with differing captions",
+    },
+)
 
 HASH_BITS = 64
 # Candidates expanded and verified at once: bounds the memory of one step (about 40 bytes each).
@@ -804,7 +813,7 @@ class _KeyPairs(beam.DoFn):
         try:
             key = dedupe_key(pair, token, self._ranks)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never fatal
-            yield beam.pvalue.TaggedOutput(DROPPED, failed(pair, STAGE, err))
+            yield beam.pvalue.TaggedOutput(DROPPED, REASONS.failed(pair, err))
             return
         yield token, pair
         yield beam.pvalue.TaggedOutput(KEYS, key)
@@ -856,21 +865,16 @@ class _Decide(beam.CombineFn):
 
 
 class _ApplyVerdicts(beam.DoFn):
-    def __init__(self):
-        self._counters = {r: Metrics.counter(STAGE, r) for r in (DUPLICATE, PLACEHOLDER)}
-
     def process(self, keyed, losers):
         token, pair = keyed
         verdict = losers.get(token)
         if verdict is None:
             yield pair
             return
-        reason, detail = verdict
-        self._counters[reason].inc()
-        yield beam.pvalue.TaggedOutput(DROPPED, drop(pair, reason, detail))
+        yield beam.pvalue.TaggedOutput(DROPPED, REASONS.drop(pair, *verdict))
 
 
-class DropDuplicates(beam.PTransform):
+class DropDuplicates(Step):
     """Drops duplicate pairs and placeholder images across all sources. Returns
     `(kept, dropped)`; drop reasons `duplicate` (detail: the surviving id) and
     `placeholder_image`, each a `Drop` of the pair's own source.
@@ -890,6 +894,8 @@ class DropDuplicates(beam.PTransform):
     key lookups instead). The alternative, a CoGroupByKey on the pairs, would move every image's
     bytes through a shuffle.
     """
+
+    REASONS = REASONS
 
     def __init__(
         self,

@@ -11,13 +11,13 @@ Where the numbers come from, in this order:
   `read` is exactly what a run would count (the demo's samples), as long as the files counted
   so far stay within `count_limit` bytes (100 MB by default: seconds of parsing). A local file
   beyond it is looked up in the table by its name.
-- **The real sources' table** (`KNOWN_FILES`, below): the published size of every file of the
-  real releases, matched by file name (globs too: `wit_v1.train.all-*-of-00010.tsv.gz` is the
-  ten training shards), with the archive a user downloads to get it. A file that is neither
-  countable nor in the table is an `EstimateError`: an estimate that silently left a source out
-  would mislead.
-- **Survival** (`PROFILES`): kept / read per kind, from FORMATS.md §0 (the published Arabic CLIP
-  counts over the originals), with its reasoning beside it.
+- **The real sources' table** (each kind's `known_files`, in `pipeline/sources/`): the
+  published size of every file of the real releases, matched by file name (globs too:
+  `wit_v1.train.all-*-of-00010.tsv.gz` is the ten training shards), with the archive a user
+  downloads to get it. A file that is neither countable nor in the table is an
+  `EstimateError`: an estimate that silently left a source out would mislead.
+- **Survival** (each kind's `profile`, read into `PROFILES`): kept / read per kind, from
+  FORMATS.md §0 (the published Arabic CLIP counts over the originals), with its reasoning.
 - **Throughput**: `pipeline/figures.json`, the figures the benchmarks measured, each with
   its command and date; `cores` there turns a machine's rate into a per-core one.
 - **Assumptions** (`ASSUMPTIONS`): what nobody measured here (average bytes of an image on
@@ -46,100 +46,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.manifest import (
-    CocoSource,
-    ConceptualCaptionsSource,
-    Flickr8kSource,
-    Manifest,
-    Source,
-    WikipediaSource,
-    WitSource,
-    images_thumb_width,
-)
+from pipeline.config import images_thumb_width
+from pipeline.manifest import Manifest
 from pipeline.records import Drop
+from pipeline.sources import coco, flickr8k
+from pipeline.sources.base import KindProfile, KnownFile
+from pipeline.sources.registry import KINDS, kind_of
+from pipeline.sources.wikipedia import WikipediaSource
 
 FIGURES_PATH = Path(__file__).resolve().parent / "figures.json"  # package data: in the wheel
 DEFAULT_COUNT_LIMIT = 100_000_000  # bytes of local input files read to count their records
 # The machine's link to the internet, shared by every download (an assumption: a typical cloud
 # VM; `--bandwidth` sets yours).
 DEFAULT_BANDWIDTH_GBPS = 1.0
-TRANSLATED_KINDS = ("conceptual_captions", "coco", "flickr8k")
 
 
 class EstimateError(ValueError):
     """An estimate that cannot be made; the message names the manifest key or figure."""
 
 
-# ---------------------------------------------------------------------------- the real sources
-
-
-@dataclass(frozen=True)
-class KnownFile:
-    """A file of a real release: its records (what `stats.json` counts as `read`) and the
-    archive a user downloads to get it (several files may share one archive)."""
-
-    records: int
-    archive: str
-    archive_bytes: int
-
-
-# WIT training shards: rows per shard (all languages, header excluded) as counted in
-# robvanvolt/DALLE-datasets general/helper_scripts/wit_dtype.py; shard 00009 is not listed there:
-# the mean of the other nine (assumption). Each shard is its own ~2.5 GB download (FORMATS §1).
-_WIT_SHARD_ROWS = (3708026, 3702075, 3701785, 3706924, 3701161, 3708106, 3704684, 3703736, 3705646)
-_WIT_SHARD_ROWS += (round(sum(_WIT_SHARD_ROWS) / 9),)
-_WIT_SHARD_BYTES = 2_500_000_000
-_WIT = {
-    f"wit_v1.train.all-{i:05d}-of-00010.tsv.gz": KnownFile(
-        rows, f"wit_v1.train.all-{i:05d}-of-00010.tsv.gz", _WIT_SHARD_BYTES
-    )
-    for i, rows in enumerate(_WIT_SHARD_ROWS)
-}
-# FORMATS §1: the 1 % sample (370,373 rows), val 261.8K and test 210.7K rows in 5 shards each
-# (per-shard: the total over 5); sizes in proportion to the training shards (assumption).
-_WIT_BYTES_PER_ROW = _WIT_SHARD_BYTES / 3_704_683
-_WIT["wit_v1.train.all-1percent_sample.tsv.gz"] = KnownFile(
-    370_373,
-    "wit_v1.train.all-1percent_sample.tsv.gz",
-    round(370_373 * _WIT_BYTES_PER_ROW),
-)
-for _split, _total in (("val", 261_800), ("test", 210_700)):
-    for _i in range(5):
-        _name = f"wit_v1.{_split}.all-{_i:05d}-of-00005.tsv.gz"
-        _WIT[_name] = KnownFile(_total // 5, _name, round(_total / 5 * _WIT_BYTES_PER_ROW))
-
-# Conceptual Captions (FORMATS §2). The training TSV is "a 500MB tsv file" (img2dataset's
-# dataset_examples/cc3m.md); the others in proportion to their lines (assumption). Both names
-# of each file: the download page's and the storage bucket's.
-_CC_BYTES_PER_LINE = 500_000_000 / 3_318_333
-_CC = {}
-for _names, _lines in (
-    (("Train_GCC-training.tsv", "GCC-training.tsv"), 3_318_333),
-    (("Validation_GCC-1.1.0-Validation.tsv", "GCC-1.1.0-Validation.tsv"), 15_840),
-    (("Image_Labels_Subset_Train_GCC-Labels-training.tsv",), 2_007_090),
-):
-    for _name in _names:
-        _CC[_name] = KnownFile(_lines, _names[0], round(_lines * _CC_BYTES_PER_LINE))
-
-# COCO 2014 captions (FORMATS §3; the val count is unverified there), both in
-# annotations_trainval2014.zip, 241 MB on cocodataset.org's download page.
-_COCO_ZIP = ("annotations_trainval2014.zip", 241_000_000)
-_COCO = {
-    "captions_train2014.json": KnownFile(414_113, *_COCO_ZIP),
-    "captions_val2014.json": KnownFile(202_654, *_COCO_ZIP),
-}
-
-# Flickr8K (FORMATS §4): the token file is in Flickr8k_text.zip (~3 MB); the image folder comes
-# from Flickr8k_Dataset.zip (~1 GB).
-_FLICKR8K = {"Flickr8k.token.txt": KnownFile(40_460, "Flickr8k_text.zip", 3_000_000)}
-FLICKR8K_IMAGES = KnownFile(8_091, "Flickr8k_Dataset.zip", 1_000_000_000)
-
-KNOWN_FILES: dict[str, dict[str, KnownFile]] = {
-    "wit": _WIT,
-    "conceptual_captions": _CC,
-    "coco": _COCO,
-    "flickr8k": _FLICKR8K,
-}
+# ---------------------------------------------------------------------------- assumptions
 
 
 @dataclass(frozen=True)
@@ -221,56 +147,41 @@ ASSUMPTIONS: dict[str, Assumption] = {
 }
 
 
-@dataclass(frozen=True)
-class KindProfile:
-    """What happens to one kind's records: kept / read, the share of read records whose image
-    is downloaded, the average bytes of one download, and why."""
-
-    survival: float
-    fetch_share: float
-    image_bytes: float
-    why: str
-
-
-WIT_TRAIN_ROWS = sum(_WIT_SHARD_ROWS)
-_WIKI_SURVIVAL = ASSUMPTIONS["wikipedia_kept_whole_wiki"].value / (
-    ASSUMPTIONS["arwiki_articles"].value * ASSUMPTIONS["wikipedia_candidates_per_page"].value
-)
-PROFILES: dict[str, KindProfile] = {
-    "wit": KindProfile(
-        109_366 / WIT_TRAIN_ROWS,
-        109_366 / WIT_TRAIN_ROWS,
-        ASSUMPTIONS["wit_image_bytes"].value,
-        "109,366 published Arabic WIT pairs (FORMATS §0) over every row of the ten training "
-        "shards (all languages are read); rows are lost before the images stage",
-    ),
-    "conceptual_captions": KindProfile(
-        1_427_210 / 3_318_333,
-        1.0,
-        ASSUMPTIONS["cc_image_bytes"].value,
-        "1,427,210 published pairs of CC3M train's 3,318,333 (43.0 %, FORMATS §0); every line "
-        "is translated and its image tried: the loss is mostly dead links",
-    ),
-    "coco": KindProfile(
-        1.0,
-        1.0,
-        ASSUMPTIONS["coco_image_bytes"].value,
-        "100 % of train2014 captions (FORMATS §0); images.cocodataset.org is reliable",
-    ),
-    "flickr8k": KindProfile(
-        40_455 / 40_460,
-        40_455 / 40_460,
-        0,
-        "all but the 5 lines of the imageless .jpg.1 group (FORMATS §4); §0's 60 % is the "
-        "published 3-per-image set, not a drop rate; images are read from the local folder",
-    ),
-    "wikipedia": KindProfile(
-        _WIKI_SURVIVAL,
-        _WIKI_SURVIVAL,
-        ASSUMPTIONS["wikimedia_thumb_bytes_per_pixel"].value * 330 * 330 * 3 / 4,  # 330 px
-        "the WAP pairs (FORMATS §0) over the candidates of a crawl of every article",
-    ),
+# Figures derived from the assumptions, which a kind's profile may name like an assumption.
+DERIVED: dict[str, float] = {
+    # The WAP pairs over the candidates of a crawl of every article.
+    "wikipedia_survival": ASSUMPTIONS["wikipedia_kept_whole_wiki"].value
+    / (ASSUMPTIONS["arwiki_articles"].value * ASSUMPTIONS["wikipedia_candidates_per_page"].value),
+    # A 330 px thumbnail (the default images.thumb_width).
+    "wikimedia_thumb_bytes_330": ASSUMPTIONS["wikimedia_thumb_bytes_per_pixel"].value
+    * 330
+    * 330
+    * 3
+    / 4,
 }
+
+
+def figure(value: float | str) -> float:
+    """A profile's figure: a number, or the name of an assumption or a derived figure."""
+    if isinstance(value, str):
+        return ASSUMPTIONS[value].value if value in ASSUMPTIONS else DERIVED[value]
+    return float(value)
+
+
+def profiles() -> dict[str, KindProfile]:
+    """Each registered kind's profile with its figures as numbers (`estimate --json`)."""
+    return {
+        name: KindProfile(
+            figure(k.profile.survival),
+            figure(k.profile.fetch_share),
+            figure(k.profile.image_bytes),
+            k.profile.why,
+        )
+        for name, k in KINDS.items()
+    }
+
+
+PROFILES = profiles()
 
 
 # ---------------------------------------------------------------------------- figures
@@ -384,24 +295,14 @@ def _open(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
 
 
-def _count_file(src: Source, path: str) -> int:
+def _count_file(src: Any, path: str) -> int:
     """The records of one local file, through the source's own parser (as a run counts them)."""
-    from pipeline.sources import coco, conceptual_captions, flickr8k, wit
-    from pipeline.sources.files import list_folder
-
     with _open(path) as stream:
-        if isinstance(src, WitSource):
-            return _count_records(wit.parse_wit(stream, path, src))
-        if isinstance(src, ConceptualCaptionsSource):
-            return _count_records(conceptual_captions.parse_conceptual_captions(stream, path, src))
-        if isinstance(src, CocoSource):
-            return _count_records(coco.parse_coco(stream, path, src))
-        names = list_folder(src.images) if os.path.isdir(src.images) else frozenset()
-        return _count_records(flickr8k.parse_flickr8k(stream, path, src, names))
+        return _count_records(kind_of(src).count(stream, path, src))
 
 
 def _known(kind: str, name: str, where: str) -> KnownFile:
-    known = KNOWN_FILES[kind]
+    known = KINDS[kind].known_files
     if name not in known:
         examples = ", ".join(list(known)[:3])
         raise EstimateError(
@@ -411,7 +312,7 @@ def _known(kind: str, name: str, where: str) -> KnownFile:
     return known[name]
 
 
-def _input_files(src: Source, patterns: Iterable[tuple[str, str]], budget: list[int]) -> _Files:
+def _input_files(src: Any, patterns: Iterable[tuple[str, str]], budget: list[int]) -> _Files:
     """Every file of `patterns` ((where, path) pairs): counted when local and within the byte
     budget left (`budget[0]`, shared by the whole manifest), else from the real sources' table."""
     files = _Files()
@@ -433,7 +334,8 @@ def _input_files(src: Source, patterns: Iterable[tuple[str, str]], budget: list[
                     files.tabled += 1
             continue
         name = pattern.rstrip("/").rsplit("/", 1)[-1]
-        matched = [n for n in KNOWN_FILES[src.kind] if fnmatch.fnmatchcase(n, name)]
+        known_files = KINDS[src.kind].known_files
+        matched = [n for n in known_files if fnmatch.fnmatchcase(n, name)]
         if not matched:
             raise EstimateError(
                 f"{where}: no local file matches {pattern!r}, and no file of the real release "
@@ -442,7 +344,7 @@ def _input_files(src: Source, patterns: Iterable[tuple[str, str]], budget: list[
         # Aliases (two names of one file) are one download and one count.
         seen: dict[str, KnownFile] = {}
         for n in matched:
-            seen.setdefault(KNOWN_FILES[src.kind][n].archive, KNOWN_FILES[src.kind][n])
+            seen.setdefault(known_files[n].archive, known_files[n])
         for archive, known in seen.items():
             files.add(known.records)
             files.download[archive] = known.archive_bytes
@@ -464,28 +366,33 @@ def wikimedia_image_bytes(width: int | None) -> float:
     return ASSUMPTIONS["wikimedia_thumb_bytes_per_pixel"].value * width * width * 3 / 4
 
 
-# The kinds whose images come from upload.wikimedia.org (its limits bound their downloads).
-WIKIMEDIA_KINDS = ("wit", "wikipedia")
+def _record_patterns(src: Any, where: str) -> list[tuple[str, str]]:
+    """(manifest key, path) of every file pattern that holds the source's records."""
+    patterns = []
+    for key in kind_of(src).record_keys:
+        value = getattr(src, key)
+        if isinstance(value, tuple):
+            patterns += [(f"{where}.{key}[{i}]", p) for i, p in enumerate(value)]
+        elif value is not None:
+            patterns.append((f"{where}.{key}", value))
+    return patterns
 
 
 def _file_source(
-    src: Source, where: str, budget: list[int], thumb_width: int | None = None
+    src: Any, where: str, budget: list[int], thumb_width: int | None = None
 ) -> SourceEstimate:
+    kind = kind_of(src)
     profile = PROFILES[src.kind]
     notes: list[str] = []
-    if isinstance(src, Flickr8kSource):
-        patterns = [(f"{where}.captions", src.captions)]
-    else:
-        patterns = [(f"{where}.paths[{i}]", p) for i, p in enumerate(src.paths)]
-    files = _input_files(src, patterns, budget)
+    files = _input_files(src, _record_patterns(src, where), budget)
     image_bytes_each = profile.image_bytes
-    if isinstance(src, WitSource):
+    if kind.wikimedia_images:
         image_bytes_each = wikimedia_image_bytes(thumb_width)
         if thumb_width:
             notes.append(f"originals fetched as {thumb_width} px thumbnails (images.thumb_width)")
-    if isinstance(src, Flickr8kSource) and not os.path.isdir(src.images):
-        files.download[FLICKR8K_IMAGES.archive] = FLICKR8K_IMAGES.archive_bytes
-    if isinstance(src, CocoSource) and src.image_root is not None:
+    if isinstance(src, flickr8k.Flickr8kSource) and not os.path.isdir(src.images):
+        files.download[flickr8k.IMAGES_ARCHIVE.archive] = flickr8k.IMAGES_ARCHIVE.archive_bytes
+    if isinstance(src, coco.CocoSource) and src.image_root is not None:
         image_bytes_each = 0
         notes.append("image_root: images read locally; their archive is not counted")
     read = files.read
@@ -497,7 +404,7 @@ def _file_source(
         basis=_basis(files),
         read=read,
         kept=kept,
-        translated=read if src.kind in TRANSLATED_KINDS else 0,
+        translated=read if kind.translated else 0,
         fetched=fetched,
         pages=0,
         file_rows=read,
@@ -676,7 +583,7 @@ def _wikimedia_floor(manifest: Manifest, sources: list[SourceEstimate], notes: l
     """Hours the downloads from upload.wikimedia.org take at least within its limits
     (`images.hosts`: in flight, requests/s, bytes/s), however many workers there are."""
     limits = dict(manifest.images.hosts).get("upload.wikimedia.org")
-    wikimedia = [s for s in sources if s.kind in WIKIMEDIA_KINDS]
+    wikimedia = [s for s in sources if KINDS[s.kind].wikimedia_images]
     images = sum(s.fetched for s in wikimedia)
     if limits is None or not images:
         return 0.0
@@ -707,7 +614,7 @@ def estimate_stages(
     def row_hours(s: SourceEstimate) -> float:
         return wit_hours_per_row if s.kind == "wit" else parse_hours_per_row
 
-    files = [s for s in sources if s.kind != "wikipedia"]
+    files = [s for s in sources if KINDS[s.kind].record_keys]
     read = StageEstimate(
         "read",
         sum(s.file_rows for s in files),
@@ -718,7 +625,7 @@ def estimate_stages(
         max((s.largest_file_rows * row_hours(s) for s in files), default=0.0),
     )
 
-    wikis = [s for s in sources if s.kind == "wikipedia"]
+    wikis = [s for s in sources if not KINDS[s.kind].record_keys]
     requests_hours = 0.0
     html_bytes = 0.0
     for src, est in zip(manifest.sources, sources, strict=True):

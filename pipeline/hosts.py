@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from pipeline.manifest import HostLimits
+from pipeline.config import HostLimits
 
 RESET_AFTER = 8  # clean answers after which a host's next pause is `pause` again
 PROBE_AFTER = 60.0  # seconds a refused concurrency level stays out of reach

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,237 +19,28 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import wikimedia
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be built; the message names the key and the problem."""
-
-
-# ---------------------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class WitSource:
-    """WIT TSV shards (`.tsv` or `.tsv.gz`); rows whose `language` is accepted are kept."""
-
-    paths: tuple[str, ...]
-    # Wikipedia language codes accepted as Arabic. `arz` (Egyptian Arabic Wikipedia) is a
-    # policy choice, off by default; `fa`, `ur`, `ckb`, `azb` are Arabic script, not Arabic.
-    languages: tuple[str, ...] = ("ar",)
-    kind: str = "wit"
-    name: str = "wit"
-
-
-@dataclass(frozen=True)
-class ConceptualCaptionsSource:
-    """Conceptual Captions `caption<TAB>url` files, translated to Arabic."""
-
-    paths: tuple[str, ...]
-    kind: str = "conceptual_captions"
-    name: str = "conceptual_captions"
-
-
-@dataclass(frozen=True)
-class CocoSource:
-    """COCO captions JSON files, translated; images by URL unless `image_root` is given."""
-
-    paths: tuple[str, ...]
-    image_root: str | None = None
-    kind: str = "coco"
-    name: str = "coco"
-
-
-@dataclass(frozen=True)
-class Flickr8kSource:
-    """Flickr8K `NAME.jpg#N<TAB>caption` file and its local image folder, translated."""
-
-    captions: str
-    images: str
-    kind: str = "flickr8k"
-    name: str = "flickr8k"
-
-
-@dataclass(frozen=True)
-class WikipediaSource:
-    """A crawl of Arabic Wikipedia article figures: a live MediaWiki API or Enterprise dumps.
-
-    With `api` alone, pages come from the Action API (`titles`, `titles_file`, or every article
-    of namespace 0 up to `limit`). With `dump`, pages come from the dump files (only the pages
-    `titles`/`titles_file` name, when given, and at most `limit`); an `api` given beside a dump
-    is asked for file facts only (licence, attribution, thumbnail URL).
-    """
-
-    api: str | None = None
-    dump: tuple[str, ...] = ()
-    titles: tuple[str, ...] = ()
-    titles_file: str | None = None
-    limit: int | None = None  # at most this many pages
-    user_agent: str | None = None  # required with `api`: `name/version (contact) library/version`
-    # The wiki's public address for `page_url` (`https://ar.wikipedia.org`); default: the api's
-    # scheme and host. A mirror or a local stand-in sets the real wiki's here.
-    site_url: str | None = None
-    # Etiquette (FORMATS.md §6): maxlag on every Action API call, requests to the API host one
-    # at a time by default and at most `requests_per_second`, Retry-After and maxlag answers
-    # honoured, exponential backoff from `backoff` seconds on 429, 5xx and network errors.
-    maxlag: int = 5
-    requests_per_second: float = 5.0  # 0: no limit
-    concurrency: int = 1  # requests in flight to the API host
-    retries: int = 5
-    backoff: float = 1.0
-    max_wait: float = 300.0  # the longest single wait a Retry-After may ask for
-    timeout: float = 30.0
-    # File facts: thumbnails of this width when the original is wider (cheaper to fetch), else
-    # the original; a standard width (pipeline.wikimedia.STEPS); `auto`: images.thumb_width
-    # (the smallest step at or above images.size); None: always the original.
-    thumb_width: int | str | None = "auto"
-    non_free: bool = False  # keep non-free (fair-use) files; dropped as `non_free` by default
-    min_width: int = 50  # `icon`: images rendered narrower than this (flags, logos)
-    kind: str = "wikipedia"
-    name: str = "wikipedia"
-
-
-SOURCE_KINDS: dict[str, type] = {
-    "wikipedia": WikipediaSource,
-    "wit": WitSource,
-    "conceptual_captions": ConceptualCaptionsSource,
-    "coco": CocoSource,
-    "flickr8k": Flickr8kSource,
-}
-
-# A User-Agent's contact: an e-mail address or a URL in parentheses (Wikimedia's policy).
-_CONTACT = re.compile(r"\([^()]*(?:[\w.+-]+@[\w-]+\.[\w.-]+|https?://[^\s()]+)[^()]*\)")
-
-# Keys of a source that name input files, which must exist when the manifest is read.
-PATH_KEYS = {"paths", "captions", "images", "image_root", "dump", "titles_file"}
-
-Source = WitSource | ConceptualCaptionsSource | CocoSource | Flickr8kSource | WikipediaSource
-
-# ---------------------------------------------------------------------------- sections
-
-
-@dataclass(frozen=True)
-class TranslationConfig:
-    """The CTranslate2 model that translates English captions, earlier translations, and the
-    thresholds of the translation quality filters. Options read like CTranslate2's own."""
-
-    # A CTranslate2 model folder with `source.spm` + `target.spm` (OPUS-MT layout) or one
-    # `sentencepiece.bpe.model` (NLLB layout, with `target_prefix` such as `arb_Arab`).
-    model: str | None = None
-    # Earlier translations (`en`, `ar`, optional `score`): a Parquet file, a TSV with that
-    # header, or a folder of either, such as an earlier run's `DIR/translations/`.
-    memory: str | None = None
-    device: str = "auto"  # auto | cpu | cuda: auto picks CUDA when CTranslate2 sees a GPU
-    compute_type: str | None = None  # None: int8 on CPU, int8_float16 on CUDA
-    beam_size: int = 4
-    # Sub-batches of one `translate_batch` call, and what their size counts (tokens | examples).
-    # None: 32 examples on CPU (sub-batches to keep `inter_threads` workers busy), 4096 tokens
-    # on CUDA (big batches fill a GPU).
-    max_batch_size: int | None = None
-    batch_type: str | None = None
-    # Batches translated in parallel, and threads per batch. None: on CPU, one single-threaded
-    # worker per core (`benchmarks/translate.py`: greedy twice as fast as one 2-thread worker on
-    # 2 cores); on CUDA, one worker with CTranslate2's default threads. With several SDK
-    # processes per machine (Dataflow), set inter_threads so that processes x threads <= cores.
-    inter_threads: int | None = None
-    intra_threads: int | None = None
-    max_input_length: int = 256  # source tokens; longer captions are truncated and counted
-    max_decoding_ratio: float = 1.5  # decoding stops near this multiple of the source length
-    source_prefix: str | None = None  # NLLB: a source language token such as `eng_Latn`
-    target_prefix: str | None = None  # NLLB: the target language token, `arb_Arab`
-    # Quality filters on each translation, each a counted drop reason.
-    min_score: float = -1.5  # `low_translation_score`: mean log-probability per target token
-    min_length_ratio: float = 0.3  # `length_ratio`: Arabic / English characters below this
-    max_length_ratio: float = 3.0  # `length_ratio`: or above this
-    max_latin_share: float = 0.5  # `untranslated`: Latin letters over all letters above this
-    max_ngram_repeats: int = 3  # `repetition_loop`: an n-gram repeated more times in a row
-
-
-@dataclass(frozen=True)
-class FiltersConfig:
-    """Text filters applied to every Arabic caption."""
-
-    # fastText lid.176: the top label must be one of `langid_labels` with at least this probability.
-    langid_min_score: float = 0.5
-    langid_labels: tuple[str, ...] = ("ar",)
-    # Length bounds of the normalised caption.
-    min_chars: int = 3
-    max_chars: int = 1000
-    min_words: int = 1
-    max_words: int = 200
-
-
-@dataclass(frozen=True)
-class HostLimits:
-    """How hard one image host may be pressed (`images.hosts.<host name>`): downloads in flight
-    at once, requests started per second and body bytes read per second (0: no limit)."""
-
-    concurrency: int
-    requests_per_second: float = 0.0
-    bytes_per_second: float = 0.0
-
-
-# Wikimedia's robot policy for upload.wikimedia.org (updated April 2025, FORMATS.md §5c): a
-# total concurrency of at most 2 and at most 25 Mbps for clients that have not agreed otherwise.
-DEFAULT_HOSTS: tuple[tuple[str, HostLimits], ...] = (
-    ("upload.wikimedia.org", HostLimits(concurrency=2, bytes_per_second=25e6 / 8)),
+from pipeline.config import (  # noqa: F401 - the sections, importable from here too
+    DEFAULT_HOSTS,
+    DedupeConfig,
+    FiltersConfig,
+    HostLimits,
+    ImagesConfig,
+    ManifestError,
+    OutputConfig,
+    TranslationConfig,
+    images_thumb_width,
+    require,
 )
+from pipeline.sources.coco import CocoSource
+from pipeline.sources.conceptual_captions import ConceptualCaptionsSource
+from pipeline.sources.flickr8k import Flickr8kSource
+from pipeline.sources.registry import KINDS, kind_of
+from pipeline.sources.wikipedia import WikipediaSource
+from pipeline.sources.wit import WitSource
 
-
-@dataclass(frozen=True)
-class ImagesConfig:
-    """Downloading, verifying, hashing and storing the image of every pair."""
-
-    fetch: bool = True  # false keeps URL-only rows (no bytes, no hashes)
-    allow_private_hosts: bool = False  # true only for tests and the demo (loopback servers)
-    user_agent: str | None = None  # sent with every image request (Wikimedia requires one)
-    resize: str = "keep_ratio"  # no | keep_ratio | center_crop
-    size: int = 256  # the target side for keep_ratio (longest side) and center_crop
-    format: str = "jpeg"  # jpeg | png | webp: the stored encoding
-    quality: int = 95  # encoder quality for jpeg and webp
-    min_size: int = 32  # `too_small`: either side of the original below this
-    max_pixels: int = 89_478_485  # `too_large`: decompression-bomb guard, from the header
-    max_bytes: int = 20_000_000  # `too_large`: body cap, enforced while streaming
-    connect_timeout: float = 5.0
-    read_timeout: float = 10.0
-    deadline: float = 30.0  # `timeout`: total seconds for one download, trickling included
-    retries: int = 3  # on connection errors, 429 and 5xx, with exponential backoff
-    concurrency: int = 32  # downloads in flight per worker
-    per_host: int = 8  # downloads in flight per host per worker, for hosts not in `hosts`
-    # Limits by host name, merged over DEFAULT_HOSTS (pipeline.hosts): concurrency,
-    # requests_per_second, bytes_per_second. A YAML mapping {host: {concurrency: 2, ...}}.
-    hosts: tuple[tuple[str, HostLimits], ...] = DEFAULT_HOSTS
-    # A host that answers 429 or 503 without Retry-After pauses this long at first (seconds),
-    # doubling on each new refusal up to `max_pause`; a Retry-After is honoured up to `max_pause`.
-    pause: float = 2.0
-    max_pause: float = 120.0
-    # Commons originals (and thumbnails at a width that is not a step) are fetched as the
-    # upload host's thumbnail of this width (pipeline.wikimedia): `auto` is the smallest standard
-    # width at or above `size` (none with `resize: no`); null fetches originals.
-    thumb_width: int | str | None = "auto"
-    respect_noai: bool = True  # `opted_out`: honour X-Robots-Tag noai / noimageai
-    # URL prefixes fetched from elsewhere: a mirror, a cache, or the demo's local server. The
-    # `image_url` column keeps the original. A YAML mapping {from-prefix: to-prefix}.
-    url_map: tuple[tuple[str, str], ...] = ()
-    # Where the run's image store is kept as a cache for reruns (pipeline.images.image_store):
-    # `auto` (DIR/cache/images for a local output, off for gs:// and other URLs), a folder
-    # (relative to the manifest), or false (the store is removed at the commit). `true` is
-    # `auto`.
-    cache: str | bool = "auto"
-
-
-@dataclass(frozen=True)
-class DedupeConfig:
-    """Exact and near-duplicate images across all sources, and placeholder images."""
-
-    max_hamming: int = 4  # pHash distance at or below which two images are the same
-    # An image group reached from this many distinct URLs with differing captions is a
-    # placeholder ("photo unavailable"): all its pairs are dropped as `placeholder_image`.
-    placeholder_min_urls: int = 5
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    rows_per_shard: int = 10000
+# Any kind's config dataclass (`pipeline.sources.registry`); the five of the README by name.
+Source = WitSource | ConceptualCaptionsSource | CocoSource | Flickr8kSource | WikipediaSource
+SOURCE_KINDS: dict[str, type] = {name: k.config for name, k in KINDS.items()}
 
 
 @dataclass(frozen=True)
@@ -280,9 +70,7 @@ SECTIONS: dict[str, type] = {
 # ---------------------------------------------------------------------------- checks
 
 
-def _check(ok: bool, where: str, problem: str) -> None:
-    if not ok:
-        raise ManifestError(f"{where}: {problem}")
+_check = require
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
@@ -377,9 +165,12 @@ def _must_exist(path: str, where: str, folder: bool = False) -> None:
             _check(os.access(meta.path, os.R_OK), where, f"cannot read {meta.path!r}")
 
 
-def _check_source(src: Source, where: str, base: str, check_paths: bool = True) -> Source:
+def _check_source(src: Any, where: str, base: str, check_paths: bool = True) -> Any:
+    """The source with its path keys resolved against `base` (and, with `check_paths`, found),
+    checked by its kind's own `check`."""
+    kind = kind_of(src)
     updates = {}
-    for key in [f.name for f in dataclasses.fields(src) if f.name in PATH_KEYS]:
+    for key in kind.path_keys:
         value = getattr(src, key)
         if value is None or value == ():
             continue
@@ -391,36 +182,10 @@ def _check_source(src: Source, where: str, base: str, check_paths: bool = True) 
         else:
             resolved = _resolve(value, base)
             if check_paths:
-                _must_exist(resolved, f"{where}.{key}", folder=key in ("images", "image_root"))
+                _must_exist(resolved, f"{where}.{key}", folder=key in kind.folder_keys)
         updates[key] = resolved
-    if isinstance(src, WikipediaSource):
-        _check(bool(src.api or src.dump), where, "give 'api' (a live crawl) or 'dump'")
-        for key in ("maxlag", "retries", "min_width"):
-            _check(getattr(src, key) >= 0, f"{where}.{key}", "must be >= 0")
-        for key in ("requests_per_second", "backoff", "max_wait"):
-            _check(getattr(src, key) >= 0, f"{where}.{key}", "must be >= 0")
-        _check(src.concurrency >= 1, f"{where}.concurrency", "must be >= 1")
-        _check(
-            src.site_url is None or src.site_url.startswith(("http://", "https://")),
-            f"{where}.site_url",
-            "expected an http(s) URL",
-        )
-        _check(src.timeout > 0, f"{where}.timeout", "must be positive")
-        if src.api:
-            _check(
-                src.api.startswith(("http://", "https://")),
-                f"{where}.api",
-                "expected an http(s) URL",
-            )
-            _check(
-                bool(src.user_agent and _CONTACT.search(src.user_agent)),
-                f"{where}.user_agent",
-                "a live crawl needs a descriptive User-Agent with a contact, "
-                "e.g. 'arabic-pairs/0.1 (https://example.org; you@example.org)'",
-            )
-        _check(src.limit is None or src.limit > 0, f"{where}.limit", "must be positive")
-    if isinstance(src, WitSource):
-        _check(bool(src.languages), f"{where}.languages", "must name at least one language code")
+    if kind.check is not None:
+        kind.check(src, where)
     return dataclasses.replace(src, **updates)
 
 
@@ -501,14 +266,6 @@ def _step_width(value: int | str | None, where: str, auto: int | None) -> int | 
     return value
 
 
-def images_thumb_width(images: ImagesConfig) -> int | None:
-    """`images.thumb_width` as a width: `auto` (the default, and what a config made in code
-    keeps) is the smallest standard width at or above `size`, none with `resize: no`."""
-    if images.thumb_width != "auto":
-        return images.thumb_width
-    return None if images.resize == "no" else wikimedia.step_at_least(images.size)
-
-
 def _resolve_images(images: ImagesConfig, raw: Any) -> ImagesConfig:
     """`hosts` merged over the defaults, `thumb_width` made concrete."""
     hosts = dict(DEFAULT_HOSTS)
@@ -547,12 +304,12 @@ def parse_manifest(raw: Any, base: str, path: str = "", *, check_paths: bool = T
         kind = raw_src.get("kind")
         _check(kind is not None, f"{where}.kind", "missing")
         _check(
-            isinstance(kind, str) and kind in SOURCE_KINDS,
+            isinstance(kind, str) and kind in KINDS,
             f"{where}.kind",
-            f"unknown kind {kind!r} (one of: {', '.join(SOURCE_KINDS)})",
+            f"unknown kind {kind!r} (one of: {', '.join(KINDS)})",
         )
         body = {k: v for k, v in raw_src.items() if k != "kind"}
-        src = _build(SOURCE_KINDS[kind], body, where, skip=("kind", "name"))
+        src = _build(KINDS[kind].config, body, where, skip=("kind", "name"))
         seen[kind] = seen.get(kind, 0) + 1
         name_in_stats = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
         src = dataclasses.replace(src, name=name_in_stats)

@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipeline.manifest import TranslationConfig
+from pipeline.config import TranslationConfig
 
 OPUS = "opus"
 NLLB = "nllb"

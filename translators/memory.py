@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from filters.text import normalize_english
+from pipeline.text import normalize_english
 from pipeline.write import join, table_bytes, write_bytes
 from translators.ctranslate import Translation
 

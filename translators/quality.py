@@ -12,7 +12,20 @@ from __future__ import annotations
 
 import re
 
-from pipeline.manifest import TranslationConfig
+from pipeline.config import TranslationConfig
+
+# The reasons `quality_problem` returns, for the translate stage's declaration.
+QUALITY_REASONS = {
+    "empty_translation": "the translation is empty",
+    "untranslated": "the translation is mostly Latin letters (over translation.max_latin_share): "
+    "a copy of the English",
+    "repetition_loop": "an n-gram repeats back to back more than translation.max_ngram_repeats "
+    "times",
+    "length_ratio": "Arabic characters over English characters outside "
+    "translation.min_length_ratio .. max_length_ratio",
+    "low_translation_score": "the model's mean token log-probability is below "
+    "translation.min_score",
+}
 
 _LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
 

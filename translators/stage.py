@@ -30,16 +30,27 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from filters.text import normalize_english
 from pipeline import progress
-from pipeline.manifest import TranslationConfig
-from pipeline.records import DROPPED, TRANSLATED, Pair, drop
+from pipeline.config import TranslationConfig
+from pipeline.records import DROPPED, TRANSLATED, Pair
+from pipeline.steps import Reasons, Step
+from pipeline.text import normalize_english
 from pipeline.write import join
 from translators.ctranslate import CTranslate2Handler, Translation
 from translators.memory import TRANSLATIONS_DIR, ReadMemory, WriteTranslations, memory_files
-from translators.quality import quality_problem
+from translators.quality import QUALITY_REASONS, quality_problem
 
 NAMESPACE = "translate"
+REASONS = Reasons(
+    NAMESPACE,
+    {
+        "empty_caption": "a translated source's record has no English caption",
+        "no_translation": "no translation.model, and the memory has no entry for the caption",
+        "translation_error": "the model failed on the caption's batch (detail: the error)",
+        **QUALITY_REASONS,
+    },
+    catch_all="translation_error",
+)
 # A caption's fate when it gets no translation: (drop reason, detail).
 Failure = tuple[str, str | None]
 
@@ -62,7 +73,7 @@ class _KeyByCaption(beam.DoFn):
         if en:
             yield en, pair
         else:
-            yield beam.pvalue.TaggedOutput(DROPPED, drop(pair, "empty_caption"))
+            yield beam.pvalue.TaggedOutput(DROPPED, REASONS.drop(pair, "empty_caption"))
 
 
 def best_entry(entries: list[tuple[str, float | None]]) -> tuple[str, float | None]:
@@ -136,16 +147,19 @@ class _Apply(beam.DoFn):
         else:
             reason, detail = failures[0] if failures else ("translation_error", "none came back")
         for pair in found["pairs"]:
-            yield beam.pvalue.TaggedOutput(DROPPED, drop(pair, reason, detail))
+            yield beam.pvalue.TaggedOutput(DROPPED, REASONS.drop(pair, reason, detail))
 
 
-class TranslateCaptions(beam.PTransform):
+class TranslateCaptions(Step):
     """Pairs with `caption_en` → the same pairs with `caption_ar` and `translation_score`.
 
     `config` gives the model folder (or None: memory only), the memory and the thresholds;
     the model's new translations go to `output_dir/translations/`, and those earlier runs left
-    there are read as memory beside the manifest's. Returns `(kept, dropped)`.
+    there are read as memory beside the manifest's. Returns `(kept, dropped)`. A `Step` by its
+    declaration; it judges captions in batches, by its own `expand`.
     """
+
+    REASONS = REASONS
 
     def __init__(
         self, config: TranslationConfig, output_dir: str, *, max_batch_captions: int = 256

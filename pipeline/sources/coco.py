@@ -23,7 +23,7 @@ outer whitespace and inner whitespace runs (`caption_en`; trailing spaces and `\
 
 Drop reasons: `malformed_annotation` (not an object, or no annotation id), `empty_caption`,
 `unknown_image` (an `image_id` missing from `images`), `no_image_url` (no URL can be built),
-`no_image_file` (not in `image_root`).
+`missing_image_file` (not in `image_root`).
 """
 
 from __future__ import annotations
@@ -32,14 +32,27 @@ import json
 import posixpath
 import re
 from collections.abc import Iterator, Set
+from dataclasses import dataclass
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from filters.text import normalize_english
-from pipeline.manifest import CocoSource
 from pipeline.records import TRANSLATED, Drop, Pair, pair_id
+from pipeline.sources.base import ENGLISH, KindProfile, KnownFile, SourceKind
 from pipeline.sources.files import ReadFiles, list_folder, read_all
+from pipeline.steps import Reasons
+from pipeline.text import normalize_english
+
+
+@dataclass(frozen=True)
+class CocoSource:
+    """COCO captions JSON files, translated; images by URL unless `image_root` is given."""
+
+    paths: tuple[str, ...]
+    image_root: str | None = None
+    kind: str = "coco"
+    name: str = "coco"
+
 
 COCO_IMAGES = "http://images.cocodataset.org"
 _SPLIT = re.compile(r"(?:train|val|test)\d{4}")
@@ -143,7 +156,7 @@ def parse_annotation(
     url = local_path = None
     if source.image_root is not None:
         if not file_name or image_names is None or file_name not in image_names:
-            return Drop(source.name, "no_image_file", path, index, file_name or None)
+            return Drop(source.name, "missing_image_file", path, index, file_name or None)
         local_path = FileSystems.join(source.image_root, file_name)
     else:
         url = image_url(image, path)
@@ -195,3 +208,44 @@ class ReadCoco(ReadFiles):
 
     def __init__(self, source: CocoSource):
         super().__init__(source.paths, _parse_with_folder, source)
+
+
+REASONS = Reasons(
+    "coco",
+    {
+        "malformed_annotation": "an annotation that is not an object with an id, or whose "
+        "caption is not text",
+        "empty_caption": "the annotation's caption is empty",
+        "unknown_image": "the annotation's image_id is not in the file's images",
+        "missing_image_file": "the image's file is not in image_root",
+        "no_image_url": "the image has no http(s) URL (coco_url or flickr_url)",
+    },
+    catch_all="coco_row_error",
+)
+
+# COCO 2014 captions (FORMATS §3; the val count is unverified there), both in
+# annotations_trainval2014.zip, 241 MB on cocodataset.org's download page.
+_COCO_ZIP = ("annotations_trainval2014.zip", 241_000_000)
+KNOWN_FILES: dict[str, KnownFile] = {
+    "captions_train2014.json": KnownFile(414_113, *_COCO_ZIP),
+    "captions_val2014.json": KnownFile(202_654, *_COCO_ZIP),
+}
+
+
+KIND = SourceKind(
+    kind="coco",
+    config=CocoSource,
+    reader=ReadCoco,
+    language=ENGLISH,
+    reasons=REASONS,
+    path_keys=("paths", "image_root"),
+    folder_keys=("image_root",),
+    count=parse_coco,
+    known_files=KNOWN_FILES,
+    profile=KindProfile(
+        1.0,
+        1.0,
+        "coco_image_bytes",
+        "100 % of train2014 captions (FORMATS §0); images.cocodataset.org is reliable",
+    ),
+)

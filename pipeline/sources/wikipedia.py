@@ -23,9 +23,9 @@ thumbnail) with no licence.
 
 Accounting (`read` counts (page, image) candidates, CONTRACT.md): every media element of a page
 is a candidate, kept or dropped: the extractor's reasons (`icon`, `broken_media`,
-`not_an_image`, `svg_original`, `no_caption`, `repeated_on_page`), then `file_missing` (a file
-that does not exist), `non_free` (unless `non_free: true`), `fileinfo_<reason>` (the file facts
-could not be had). A page that cannot be had at all is one record dropped under
+`not_an_image`, `svg_original`, `no_caption`, `repeated_on_page`), then `missing_image_file`
+(a file that does not exist), `non_free` (unless `non_free: true`), `fileinfo_<reason>` (the
+file facts could not be had). A page that cannot be had at all is one record dropped under
 `page_<reason>` (`page_http_503`, `page_maxlag`, `page_missing` ...) or, in a dump, a line that
 is not an article (`bad_json_line`, `no_html`): its figures are unknown, so the page counts
 once. A page without figures adds nothing.
@@ -39,20 +39,64 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.manifest import ImagesConfig, WikipediaSource, images_thumb_width
+from pipeline.config import ImagesConfig, images_thumb_width, require
 from pipeline.records import DROPPED, GENUINE, Drop, Pair, SpreadPairs, pair_id
+from pipeline.sources.base import GENUINE_ARABIC, KindProfile, SourceKind
 from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles, numbered_lines
 from pipeline.sources.mediawiki import FileInfo, MediaWikiClient, MediaWikiError, article_url
-from pipeline.sources.wikipedia_html import Figure, extract_figures
+from pipeline.sources.wikipedia_html import FIGURE_REASONS, Figure, extract_figures
+from pipeline.steps import Reasons
+
+
+@dataclass(frozen=True)
+class WikipediaSource:
+    """A crawl of Arabic Wikipedia article figures: a live MediaWiki API or Enterprise dumps.
+
+    With `api` alone, pages come from the Action API (`titles`, `titles_file`, or every article
+    of namespace 0 up to `limit`). With `dump`, pages come from the dump files (only the pages
+    `titles`/`titles_file` name, when given, and at most `limit`); an `api` given beside a dump
+    is asked for file facts only (licence, attribution, thumbnail URL).
+    """
+
+    api: str | None = None
+    dump: tuple[str, ...] = ()
+    titles: tuple[str, ...] = ()
+    titles_file: str | None = None
+    limit: int | None = None  # at most this many pages
+    user_agent: str | None = None  # required with `api`: `name/version (contact) library/version`
+    # The wiki's public address for `page_url` (`https://ar.wikipedia.org`); default: the api's
+    # scheme and host. A mirror or a local stand-in sets the real wiki's here.
+    site_url: str | None = None
+    # Etiquette (FORMATS.md §6): maxlag on every Action API call, requests to the API host one
+    # at a time by default and at most `requests_per_second`, Retry-After and maxlag answers
+    # honoured, exponential backoff from `backoff` seconds on 429, 5xx and network errors.
+    maxlag: int = 5
+    requests_per_second: float = 5.0  # 0: no limit
+    concurrency: int = 1  # requests in flight to the API host
+    retries: int = 5
+    backoff: float = 1.0
+    max_wait: float = 300.0  # the longest single wait a Retry-After may ask for
+    timeout: float = 30.0
+    # File facts: thumbnails of this width when the original is wider (cheaper to fetch), else
+    # the original; a standard width (pipeline.wikimedia.STEPS); `auto`: images.thumb_width
+    # (the smallest step at or above images.size); None: always the original.
+    thumb_width: int | str | None = "auto"
+    non_free: bool = False  # keep non-free (fair-use) files; dropped as `non_free` by default
+    min_width: int = 50  # `icon`: images rendered narrower than this (flags, logos)
+    kind: str = "wikipedia"
+    name: str = "wikipedia"
+
 
 # Files asked for in one imageinfo request (the API's limit for clients without bot rights).
 FILES_PER_REQUEST = 50
@@ -119,6 +163,58 @@ def page_url(source: WikipediaSource, title: str) -> str:
     return article_url(source.site_url or source.api or "https://ar.wikipedia.org", title)
 
 
+# ---------------------------------------------------------------------------- declaration
+
+REASONS = Reasons(
+    "wikipedia",
+    {
+        **FIGURE_REASONS,
+        "missing_image_file": "the figure's file does not exist on the wiki (no File page)",
+        "non_free": "a non-free (fair-use) file, with the source's non_free: false",
+        "fileinfo_<error>": "the file's facts could not be had from the API "
+        "(fileinfo_http_503, fileinfo_maxlag, fileinfo_api_<code> ...)",
+        "page_missing": "the titled page does not exist",
+        "page_<error>": "the page could not be had from the API (page_http_503, page_maxlag, "
+        "page_timeout ...): one record for the whole page",
+        "bad_json_line": "a dump line that is not an article object",
+        "no_html": "a dump article without its HTML",
+    },
+    catch_all="extract_error",
+)
+
+# A User-Agent's contact: an e-mail address or a URL in parentheses (Wikimedia's policy).
+_CONTACT = re.compile(r"\([^()]*(?:[\w.+-]+@[\w-]+\.[\w.-]+|https?://[^\s()]+)[^()]*\)")
+
+
+def check_source(src: WikipediaSource, where: str) -> None:
+    """What the manifest checks beyond types."""
+    require(bool(src.api or src.dump), where, "give 'api' (a live crawl) or 'dump'")
+    for key in ("maxlag", "retries", "min_width"):
+        require(getattr(src, key) >= 0, f"{where}.{key}", "must be >= 0")
+    for key in ("requests_per_second", "backoff", "max_wait"):
+        require(getattr(src, key) >= 0, f"{where}.{key}", "must be >= 0")
+    require(src.concurrency >= 1, f"{where}.concurrency", "must be >= 1")
+    require(
+        src.site_url is None or src.site_url.startswith(("http://", "https://")),
+        f"{where}.site_url",
+        "expected an http(s) URL",
+    )
+    require(src.timeout > 0, f"{where}.timeout", "must be positive")
+    if src.api:
+        require(
+            src.api.startswith(("http://", "https://")),
+            f"{where}.api",
+            "expected an http(s) URL",
+        )
+        require(
+            bool(src.user_agent and _CONTACT.search(src.user_agent)),
+            f"{where}.user_agent",
+            "a live crawl needs a descriptive User-Agent with a contact, "
+            "e.g. 'arabic-pairs/0.1 (https://example.org; you@example.org)'",
+        )
+    require(src.limit is None or src.limit > 0, f"{where}.limit", "must be positive")
+
+
 # ---------------------------------------------------------------------------- figures to pairs
 
 
@@ -167,7 +263,7 @@ class FigureResolver:
 
     def _resolved(self, page: PageRef, figure: Figure, facts: FileInfo | None) -> Pair | Drop:
         if facts is None:
-            return self._drop(page, "file_missing", figure.file)
+            return self._drop(page, "missing_image_file", figure.file)
         if facts.non_free and not self._source.non_free:
             return self._drop(page, "non_free", f"{figure.file}: {facts.license}")
         if facts.mime == "image/svg+xml" and not facts.thumb_url:
@@ -360,3 +456,22 @@ class ReadWikipedia(beam.PTransform):
             | "Crawl" >> beam.ParDo(_CrawlFn(self._source)).with_outputs(DROPPED, main="pairs")
         )
         return crawled.pairs | "Spread" >> SpreadPairs(), crawled[DROPPED]
+
+
+KIND = SourceKind(
+    kind="wikipedia",
+    config=WikipediaSource,
+    reader=ReadWikipedia,
+    language=GENUINE_ARABIC,
+    reasons=REASONS,
+    path_keys=("dump", "titles_file"),
+    check=check_source,
+    record_keys=(),
+    wikimedia_images=True,
+    profile=KindProfile(
+        "wikipedia_survival",
+        "wikipedia_survival",
+        "wikimedia_thumb_bytes_330",
+        "the WAP pairs (FORMATS §0) over the candidates of a crawl of every article",
+    ),
+)

@@ -78,7 +78,14 @@ ICON = "icon"
 SVG_ORIGINAL = "svg_original"
 NO_CAPTION = "no_caption"
 REPEATED_ON_PAGE = "repeated_on_page"
-REASONS = (NOT_AN_IMAGE, BROKEN_MEDIA, ICON, SVG_ORIGINAL, NO_CAPTION, REPEATED_ON_PAGE)
+FIGURE_REASONS = {
+    NOT_AN_IMAGE: "the media element is audio, video or another file that is not an image",
+    BROKEN_MEDIA: "the media element is a red link or a rendering error (mw:Error)",
+    ICON: "rendered narrower than the source's min_width (flags, logos, icons)",
+    SVG_ORIGINAL: "an SVG with no raster thumbnail to fetch",
+    NO_CAPTION: "the figure has no caption text",
+    REPEATED_ON_PAGE: "the file appears again on the same page (its first figure is the pair)",
+}
 
 # The file namespace on arwiki and its aliases (compared casefolded).
 FILE_NAMESPACES = frozenset({"ملف", "file", "image", "صورة"})

@@ -7,15 +7,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from filters.text import (
-    CleanCaptions,
-    arabic_letter_share,
-    caption_problem,
-    is_filename,
-    normalize_caption,
-    normalize_english,
-)
+from filters.text import CleanCaptions, caption_problem
 from pipeline.records import GENUINE, Pair
+from pipeline.text import arabic_letter_share, is_filename, normalize_caption, normalize_english
 
 BOUNDS = dict(min_chars=3, max_chars=40, min_words=2, max_words=6)
 

@@ -17,6 +17,7 @@ from image_samples import encode, photo
 from PIL import Image, ImageEnhance
 
 from pipeline import dedupe
+from pipeline.config import ImagesConfig
 from pipeline.dedupe import (
     DUPLICATE,
     PLACEHOLDER,
@@ -34,7 +35,6 @@ from pipeline.dedupe import (
     url_key,
 )
 from pipeline.images import store_image
-from pipeline.manifest import ImagesConfig
 from pipeline.records import GENUINE, TRANSLATED, Pair
 
 SOURCES = ("wit", "wit#2", "conceptual_captions", "coco")

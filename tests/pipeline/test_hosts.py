@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+from pipeline.config import HostLimits
 from pipeline.hosts import (
     PROBE_AFTER,
     RESET_AFTER,
@@ -15,7 +16,6 @@ from pipeline.hosts import (
     merge_host_stats,
     retry_after_seconds,
 )
-from pipeline.manifest import HostLimits
 
 
 class Clock:

@@ -26,8 +26,8 @@ from url_filesystem import UrlFileSystem
 from wit_files import wit_row, write_wit
 
 from pipeline.__main__ import main
+from pipeline.config import ImagesConfig
 from pipeline.images import FetchImages
-from pipeline.manifest import ImagesConfig
 from pipeline.records import Pair
 from pipeline.store import HEADER, ImageStore, StoredImage, StoreIndex, parse_ref, scan_pack
 

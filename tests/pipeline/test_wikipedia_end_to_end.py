@@ -12,11 +12,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from filters.text import normalize_caption
 from pipeline import wikimedia
 from pipeline.__main__ import main
 from pipeline.demo import start_image_server
 from pipeline.sources import wikipedia
+from pipeline.text import normalize_caption
 from pipeline.wiki_standin import WikiStandIn, status_fault
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def check(stats: dict, rows: list[dict], name: str = "wikipedia") -> None:
     for reason, count in reasons.items():
         assert s["dropped"][reason] == count, reason
     lost = {c: f for c, f in kept.items() if facts[f].get("missing") or facts[f].get("non_free")}
-    assert s["dropped"].get("file_missing", 0) == sum(
+    assert s["dropped"].get("missing_image_file", 0) == sum(
         1 for f in lost.values() if facts[f].get("missing")
     )
     assert s["dropped"].get("non_free", 0) == sum(

@@ -10,7 +10,7 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipeline.manifest import TranslationConfig
+from pipeline.config import TranslationConfig
 from translators.stage import TranslateCaptions
 from translators.tiny import build_tiny_model
 

@@ -9,7 +9,7 @@ import ctranslate2
 import pytest
 import sentencepiece as spm
 
-from pipeline.manifest import TranslationConfig
+from pipeline.config import TranslationConfig
 from translators.ctranslate import (
     CTranslate2Handler,
     ModelFolderError,

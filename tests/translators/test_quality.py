@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.manifest import TranslationConfig
+from pipeline.config import TranslationConfig
 from translators.quality import (
     latin_share,
     length_ratio,

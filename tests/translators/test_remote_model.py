@@ -8,7 +8,7 @@ import os
 import pytest
 from url_filesystem import UrlFileSystem
 
-from pipeline.manifest import TranslationConfig
+from pipeline.config import TranslationConfig
 from translators.ctranslate import (
     MODEL_CACHE_ENV,
     CTranslate2Handler,

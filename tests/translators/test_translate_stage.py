@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from pipeline.manifest import TranslationConfig
+from pipeline.config import TranslationConfig
 from pipeline.records import GENUINE, TRANSLATED, Pair
 from translators.ctranslate import CTranslate2Handler
 from translators.memory import memory_files

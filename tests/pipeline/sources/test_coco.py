@@ -13,9 +13,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from records_of import DEMO, demo_memory, drops_of, pairs_of
 
 import pipeline.sources.coco as coco
-from pipeline.manifest import CocoSource
 from pipeline.records import Drop, pair_id
-from pipeline.sources.coco import ReadCoco, image_split, is_image_url, parse_coco
+from pipeline.sources.coco import CocoSource, ReadCoco, image_split, is_image_url, parse_coco
 
 SOURCE = CocoSource(paths=("unused",))
 LICENSES = [
@@ -213,7 +212,7 @@ def test_image_root_uses_local_files_listed_once(tmp_path):
     assert {p.image_path for p in pairs} == {str(root / "COCO_train2014_000000057870.jpg")}
     assert {p.image_url for p in pairs} == {None}
     assert [(d.input_line, d.reason, d.detail) for d in records if isinstance(d, Drop)] == [
-        (6, "no_image_file", "COCO_train2014_000000384029.jpg")
+        (6, "missing_image_file", "COCO_train2014_000000384029.jpg")
     ]
 
 
@@ -315,7 +314,7 @@ def test_read_in_a_pipeline_over_a_glob_with_gzip_and_image_root(tmp_path):
         )
         assert_that(
             dropped | beam.Map(lambda d: (d.source_name, d.reason, d.input_line)),
-            equal_to([("coco#2", "no_image_file", 2), ("coco#2", "unknown_image", 3)]),
+            equal_to([("coco#2", "missing_image_file", 2), ("coco#2", "unknown_image", 3)]),
             label="dropped",
         )
 

@@ -13,9 +13,12 @@ from apache_beam.testing.util import assert_that, equal_to
 from records_of import DEMO, demo_memory, drops_of, pairs_of
 
 import pipeline.sources.conceptual_captions as cc
-from pipeline.manifest import ConceptualCaptionsSource
 from pipeline.records import Drop, pair_id
-from pipeline.sources.conceptual_captions import ReadConceptualCaptions, parse_conceptual_captions
+from pipeline.sources.conceptual_captions import (
+    ConceptualCaptionsSource,
+    ReadConceptualCaptions,
+    parse_conceptual_captions,
+)
 
 SOURCE = ConceptualCaptionsSource(paths=("unused",))
 

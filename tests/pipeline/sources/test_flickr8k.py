@@ -12,10 +12,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from records_of import DEMO, demo_memory, drops_of, pairs_of
 
 import pipeline.sources.flickr8k as flickr8k
-from pipeline.manifest import Flickr8kSource
 from pipeline.records import Drop, pair_id
 from pipeline.sources.files import list_folder
-from pipeline.sources.flickr8k import ReadFlickr8k, parse_flickr8k, split_key
+from pipeline.sources.flickr8k import Flickr8kSource, ReadFlickr8k, parse_flickr8k, split_key
 
 ODD_GROUP = "2258277193_586949ec62.jpg.1"
 
@@ -46,7 +45,7 @@ def test_the_real_token_file_against_a_folder_of_its_8091_images(shared_samples,
         records = list(parse_flickr8k(stream, str(token), source, listed))
     pairs = pairs_of(records)
     assert len(pairs) == 40455
-    assert drops_of(records) == {"no_image_file": 5}
+    assert drops_of(records) == {"missing_image_file": 5}
     assert [(d.input_line, d.detail) for d in records if isinstance(d, Drop)] == [
         (line, ODD_GROUP) for line in range(6731, 6736)
     ]
@@ -118,14 +117,14 @@ def test_crafted_lines_exact_pairs_and_drops():
         (6, "malformed_line"),
         (7, "malformed_line"),
         (8, "invalid_utf8"),
-        (9, "no_image_file"),
-        (10, "no_image_file"),
+        (9, "missing_image_file"),
+        (10, "missing_image_file"),
     ]
     assert drops_of(records) == {
         "empty_caption": 1,
         "malformed_line": 3,
         "invalid_utf8": 1,
-        "no_image_file": 2,
+        "missing_image_file": 2,
     }
     assert len(records) == 11 == len(CRAFTED.split(b"\n"))
 
@@ -201,7 +200,7 @@ def test_read_in_a_pipeline_lists_the_folder(tmp_path):
         )
         assert_that(
             dropped | beam.Map(lambda d: (d.source_name, d.reason, d.input_line, d.detail)),
-            equal_to([("flickr8k#2", "no_image_file", 3, ODD_GROUP)]),
+            equal_to([("flickr8k#2", "missing_image_file", 3, ODD_GROUP)]),
             label="dropped",
         )
 
@@ -214,7 +213,7 @@ def test_the_demo_sample_reads_whole_and_its_memory_misses_one_caption():
         records = list(parse_flickr8k(stream, str(token), source, list_folder(str(folder))))
     pairs = pairs_of(records)
     assert len(pairs) == 20
-    assert drops_of(records) == {"no_image_file": 5}
+    assert drops_of(records) == {"missing_image_file": 5}
     memory = demo_memory()
     assert {p.caption_en for p in pairs if p.caption_en not in memory} == {
         "A biker is riding through the trees ."

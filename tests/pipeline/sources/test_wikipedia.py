@@ -15,10 +15,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from records_of import drops_of, pairs_of
 
-from pipeline.manifest import WikipediaSource
 from pipeline.records import GENUINE, pair_id
 from pipeline.sources import wikipedia
-from pipeline.sources.wikipedia import ReadWikipedia, crawl, parse_dump
+from pipeline.sources.wikipedia import ReadWikipedia, WikipediaSource, crawl, parse_dump
 from pipeline.wiki_standin import WikiStandIn, maxlag_fault, status_fault
 
 AGENT = "arabic-pairs-tests/0.1 (https://example.org/arabic-pairs; tests@example.org)"
@@ -151,7 +150,7 @@ FEZ_THUMB = (
     f"{FEZ_URL}/thumb/{hashed('Old_town_of_Fez_at_night.jpg')}/Old_town_of_Fez_at_night.jpg/"
     "330px-Old_town_of_Fez_at_night.jpg"  # thumb_width auto: the step above 256
 )
-DROPS = {"icon": 1, "non_free": 1, "file_missing": 1, "not_an_image": 1}
+DROPS = {"icon": 1, "non_free": 1, "missing_image_file": 1, "not_an_image": 1}
 
 
 def test_a_crawl_of_every_article_keeps_the_captions_with_licence_and_attribution(wiki):
@@ -238,7 +237,12 @@ def test_a_page_that_keeps_failing_is_counted_once(wiki):
     wiki.fail("نهر النيل", *[status_fault(503)] * 4)  # retries 3: four answers, all 503
     src = source(wiki.api_url)
     records = list(crawl(src, wikipedia.client_for(src)))
-    assert drops_of(records) == {"icon": 1, "non_free": 1, "file_missing": 1, "page_http_503": 1}
+    assert drops_of(records) == {
+        "icon": 1,
+        "non_free": 1,
+        "missing_image_file": 1,
+        "page_http_503": 1,
+    }
     assert [p.page_title for p in pairs_of(records)] == ["فاس"]
     [lost] = [r for r in records if getattr(r, "reason", None) == "page_http_503"]
     assert lost.detail.startswith("نهر النيل: ")
@@ -255,7 +259,12 @@ def test_file_facts_that_cannot_be_had_drop_their_figures_only(wiki):
 def test_a_missing_title_is_a_counted_page(wiki):
     src = source(wiki.api_url, titles=("لا توجد", "فاس"))
     records = list(crawl(src, wikipedia.client_for(src)))
-    assert drops_of(records) == {"page_missing": 1, "icon": 1, "non_free": 1, "file_missing": 1}
+    assert drops_of(records) == {
+        "page_missing": 1,
+        "icon": 1,
+        "non_free": 1,
+        "missing_image_file": 1,
+    }
 
 
 # ---------------------------------------------------------------------------- dumps

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from pipeline.sources.wikipedia_html import REASONS, Figure, extract_figures
+from pipeline.sources.wikipedia_html import FIGURE_REASONS, Figure, extract_figures
 
 SAMPLES = Path(__file__).resolve().parents[3] / "manifests" / "samples" / "wikipedia"
 PAGES = sorted((SAMPLES / "pages").glob("*.html"))
@@ -123,7 +123,7 @@ def test_sample_expectations_use_known_reasons_and_fields():
     fields |= {"alt", "title"}
     for rows in EXPECTED.values():
         for row in rows:
-            assert row["reason"] in (None, *REASONS)
+            assert row["reason"] in (None, *FIGURE_REASONS)
             assert row["caption_field"] in fields
             assert (row["caption"] == "") == (row["caption_field"] is None)
 

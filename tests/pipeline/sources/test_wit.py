@@ -11,10 +11,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from records_of import drops_of, pairs_of
 from wit_files import WIT_COLUMNS, wit_bytes, wit_row, write_wit
 
-from pipeline.manifest import WitSource
 from pipeline.records import Drop, pair_id
 from pipeline.sources.wit import (
     ReadWit,
+    WitSource,
     attribution_caption,
     choose_caption,
     language_segments,
