@@ -41,9 +41,10 @@ import pyarrow.parquet as pq
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.files import join, read_text, write_bytes
 from pipeline.records import GENUINE, SCHEMA, TRANSLATED
 from pipeline.stats import check_stats
-from pipeline.write import DATA_DIR, join, write_bytes
+from pipeline.write import CARD_KEY, DATA_DIR
 
 REPORT_NAME = "report.html"
 SAMPLES_PER_SOURCE = 8
@@ -121,31 +122,18 @@ class OutputData:
 
 
 def parse_card(text: str) -> Card:
-    """The pretty name, description, manifest text and translation model of a dataset card.
-
-    Follows `pipeline.write.dataset_card`: the YAML header, the sentence that names the
-    CTranslate2 model, and the manifest as the last section's `yaml` block.
-    """
+    """The pretty name, description, manifest text and translation model of a dataset card:
+    data of its YAML header (`pipeline.write.dataset_card`)."""
     card = Card()
     parts = text.split("\n---\n", 1)
     if text.startswith("---\n") and len(parts) == 2:
         header = yaml.safe_load(parts[0][4:]) or {}
         card.name = header.get("pretty_name")
         card.description = (header.get("dataset_info") or {}).get("description")
-    manifest = re.search(r"\n## Manifest\n\n```yaml\n(.*)\n```\n?\Z", text, re.S)
-    if manifest:
-        card.manifest_text = manifest.group(1)
-    model = re.search(r"the CTranslate2 model (.+?) or the translation memory", text)
-    if model:
-        card.translation_model = model.group(1)
+        build = header.get(CARD_KEY) or {}
+        card.manifest_text = build.get("manifest")
+        card.translation_model = build.get("translation_model")
     return card
-
-
-def _read_text(path: str) -> str | None:
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as f:
-        return f.read().decode("utf-8")
 
 
 def _shard_paths(output_dir: str) -> list[str]:
@@ -181,11 +169,11 @@ def read_output(output_dir: str, samples_per_source: int = SAMPLES_PER_SOURCE) -
     Shards are read one at a time without their images; the samples are the first
     `samples_per_source` pairs of each source by id, so the same output gives the same page.
     """
-    stats_text = _read_text(join(output_dir, "stats.json"))
+    stats_text = read_text(join(output_dir, "stats.json"))
     if stats_text is None:
         raise FileNotFoundError(f"{join(output_dir, 'stats.json')}: not an arabic-pairs output")
     stats = json.loads(stats_text)
-    card = parse_card(_read_text(join(output_dir, "README.md")) or "")
+    card = parse_card(read_text(join(output_dir, "README.md")) or "")
 
     paths = _shard_paths(output_dir)
     tables = []
@@ -709,7 +697,7 @@ def section_manifest(card: Card) -> str:
     )
     versions = ", ".join(f"{p} {esc(_version(p))}" for p in MODEL_PACKAGES)
     manifest = (
-        f'<pre class="manifest">{esc(card.manifest_text)}</pre>'
+        f'<pre class="manifest">{esc(card.manifest_text.rstrip())}</pre>'
         if card.manifest_text
         else '<p class="empty">The dataset card records no manifest.</p>'
     )

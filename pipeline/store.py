@@ -41,6 +41,8 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.files import is_remote, join
+
 PACKS = "packs"
 PACK_SUFFIX = ".pack"
 MAGIC = b"APK1"
@@ -69,15 +71,6 @@ class Record(NamedTuple):
     offset: int
     facts: dict
     ref: str
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
-
-
-def join(base: str, *parts: str) -> str:
-    """A path under `base`, for local folders and filesystem URLs alike."""
-    return posixpath.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
 
 
 def make_ref(pack: str, offset: int, length: int) -> str:

@@ -31,22 +31,23 @@ import os
 import posixpath
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import progress
+from pipeline.files import join, replacing, write_bytes, write_table
 from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, decode_pair, encode_pair, to_row
-from pipeline.store import ImageStore, PackReader, join
+from pipeline.store import ImageStore, PackReader
 
 DATA_DIR = "data"
 STAGING_PREFIX = ".incoming-"
 # The files of the output folder that a run replaces; anything else there is left alone.
 COMMITTED_FILES = ("README.md", "stats.json")  # stats.json last: it says the output is whole
+# The card's YAML key holding the build's facts (`dataset_card`, read by `pipeline.report`).
+CARD_KEY = "arabic_pairs"
 # Rows of one Parquet row group: the images the writer holds at once (about 20-40 MB at 256 px).
 ROWS_PER_GROUP = 1000
 
@@ -82,24 +83,6 @@ def staging_dir(output_dir: str) -> str:
     return join(output_dir, STAGING_PREFIX + uuid.uuid4().hex[:12])
 
 
-@contextlib.contextmanager
-def replacing(path: str) -> Iterator:
-    """A file to write that appears at `path` only once whole: it is written under a temporary
-    name and renamed, so readers never see half a file."""
-    tmp = join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
-    with FileSystems.create(tmp) as f:
-        yield f
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary name, so readers never see half a file."""
-    with replacing(path) as f:
-        f.write(data)
-
-
 class _HashingSink:
     """A write-only file that passes what it is given on to `f` and hashes it."""
 
@@ -123,23 +106,6 @@ class _HashingSink:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-
-def write_table(sink, row_groups: Iterable[list[dict]], schema: pa.Schema) -> None:
-    """A Parquet file of `row_groups` (lists of rows) into `sink`. An empty one has no row group
-    at all: `datasets` fails on a row group of zero rows ("BatchSize must be greater than 0")
-    but reads a file with none."""
-    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        for rows in row_groups:
-            if rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-
-
-def table_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
-    """A Parquet file of `rows` (one row group), as bytes."""
-    sink = pa.BufferOutputStream()
-    write_table(sink, [rows], schema)
-    return sink.getvalue().to_pybytes()
 
 
 def rows_with_images(pairs: list[Pair], reader: PackReader | None) -> list[dict]:
@@ -174,6 +140,8 @@ def dataset_card(
 ) -> str:
     """The `README.md` of the output: a YAML header `datasets` reads, then what the data is.
 
+    The build's own facts are data in the header, under `arabic_pairs` (`translation_model`,
+    `manifest`), which `pipeline.report` reads back; the body repeats them for people.
     `datasets` caches a local folder under a hash of the card's `dataset_info` and not of the
     data (two builds into folders of the same name share a cache entry), so the description
     carries a fingerprint of the shards' contents.
@@ -193,6 +161,7 @@ def dataset_card(
             "description": f"arabic-pairs build, content fingerprint {content_fingerprint}",
             "features": features._to_yaml_list(),
         },
+        CARD_KEY: {"translation_model": translation_model, "manifest": manifest_text},
     }
     lines = [
         "---",

@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.files import join, table_bytes, write_bytes
 from pipeline.text import normalize_english
-from pipeline.write import join, table_bytes, write_bytes
 from translators.ctranslate import Translation
 
 log = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from pipeline import progress
 from pipeline.config import TranslationConfig
+from pipeline.files import join
 from pipeline.records import DROPPED, TRANSLATED, Pair
 from pipeline.steps import Reasons, Step
 from pipeline.text import normalize_english
-from pipeline.write import join
 from translators.ctranslate import CTranslate2Handler, Translation
 from translators.memory import TRANSLATIONS_DIR, ReadMemory, WriteTranslations, memory_files
 from translators.quality import QUALITY_REASONS, quality_problem

@@ -22,10 +22,11 @@ from url_filesystem import UrlFileSystem
 from wit_files import wit_row, write_wit
 
 from pipeline.__main__ import main
+from pipeline.files import table_bytes
 from pipeline.records import GENUINE, Pair, pair_id, to_row
 from pipeline.report import THUMBNAIL_SIZE, build_report, svg_data_uri
 from pipeline.stats import build_stats
-from pipeline.write import arrow_schema, dataset_card, hf_features, table_bytes
+from pipeline.write import arrow_schema, dataset_card, hf_features
 
 ARABIC = re.compile(r"[\u0600-\u06FF]")
 CHROMIUM = next(

@@ -6,8 +6,9 @@ import io
 
 import pyarrow.parquet as pq
 
+from pipeline.files import table_bytes
 from pipeline.records import GENUINE, Pair, pair_id, to_row
-from pipeline.write import arrow_schema, shard_count, shard_name, shard_of, table_bytes
+from pipeline.write import arrow_schema, shard_count, shard_name, shard_of
 
 
 def test_shard_names_and_counts():
