@@ -119,66 +119,87 @@ def failed(pair: Pair, stage: str, error: Exception) -> Drop:
     return drop(pair, f"{stage}_error", detail=f"{type(error).__name__}: {error}"[:300])
 
 
-# The Parquet schema of the output. `image` is the struct `datasets.Image` reads; the columns
-# the contract names come first, provenance after.
+# The output columns, in order: those the contract names first, provenance after. Every
+# column but `image` (the struct `datasets.Image` reads, filled by the writer from the store)
+# is the `Pair` field of its name. The schema and the card's column table come from here.
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("caption_ar", pa.string()),
-        ("caption_en", pa.string()),
-        ("caption_origin", pa.string()),
-        ("image_url", pa.string()),
-        ("image", IMAGE_TYPE),
-        ("phash", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("langid_score", pa.float32()),
-        ("translation_score", pa.float32()),
-        ("source_name", pa.string()),
-        ("source_key", pa.string()),
-        ("caption_field", pa.string()),
-        ("source_language", pa.string()),
-        ("sha256", pa.string()),
-        ("mime_type", pa.string()),
-        ("page_url", pa.string()),
-        ("page_title", pa.string()),
-        ("section_title", pa.string()),
-        ("is_main_image", pa.bool_()),
-        ("license", pa.string()),
-        ("attribution", pa.string()),
-    ]
-)
 
-# What each column means, for the dataset card.
-COLUMN_DOCS = {
-    "id": "stable id: hash of source kind, source record key and caption",
-    "source": "the manifest kind the pair came from (wit, wikipedia, conceptual_captions, ...)",
-    "caption_ar": "the Arabic caption, normalised (NFC, no bidi marks or tags, single spaces)",
-    "caption_en": "the English original of a translated caption",
-    "caption_origin": "genuine (written in Arabic) or translated (machine-translated)",
-    "image_url": "where the image came from",
-    "image": "the image bytes, when fetched",
-    "phash": "imagehash pHash, 16 hex digits",
-    "width": "width of the stored image",
-    "height": "height of the stored image",
-    "langid_score": "fastText lid.176 probability that caption_ar is Arabic",
-    "translation_score": "the translator's own confidence (mean token log-probability)",
-    "source_name": "the source's key in stats.json (kind, or kind#2 for a second source)",
-    "source_key": "the record's key inside its source (WIT: page URL and image URL)",
-    "caption_field": "which field of the source the caption was taken from",
-    "source_language": "the language code the source gave the record (WIT: its `language`)",
-    "sha256": "sha256 of the stored image bytes",
-    "mime_type": "the MIME type of the stored image (as the source gave it when not fetched)",
-    "page_url": "the page the image appears on",
-    "page_title": "the title of that page",
-    "section_title": "the section of the page the image appears in",
-    "is_main_image": "WIT: the image is the page's first (lead or infobox) image",
-    "license": "the licence of the caption/page text or image, as the source gives it",
-    "attribution": "who to credit, as the source gives it",
-}
+class Column(NamedTuple):
+    name: str
+    type: pa.DataType
+    doc: str  # what the column means, for the dataset card
+
+
+COLUMNS = (
+    Column("id", pa.string(), "stable id: hash of source kind, source record key and caption"),
+    Column(
+        "source",
+        pa.string(),
+        "the manifest kind the pair came from (wit, wikipedia, conceptual_captions, ...)",
+    ),
+    Column(
+        "caption_ar",
+        pa.string(),
+        "the Arabic caption, normalised (NFC, no bidi marks or tags, single spaces)",
+    ),
+    Column("caption_en", pa.string(), "the English original of a translated caption"),
+    Column(
+        "caption_origin",
+        pa.string(),
+        "genuine (written in Arabic) or translated (machine-translated)",
+    ),
+    Column("image_url", pa.string(), "where the image came from"),
+    Column("image", IMAGE_TYPE, "the image bytes, when fetched"),
+    Column("phash", pa.string(), "imagehash pHash, 16 hex digits"),
+    Column("width", pa.int32(), "width of the stored image"),
+    Column("height", pa.int32(), "height of the stored image"),
+    Column("langid_score", pa.float32(), "fastText lid.176 probability that caption_ar is Arabic"),
+    Column(
+        "translation_score",
+        pa.float32(),
+        "the translator's own confidence (mean token log-probability)",
+    ),
+    Column(
+        "source_name",
+        pa.string(),
+        "the source's key in stats.json (kind, or kind#2 for a second source)",
+    ),
+    Column(
+        "source_key",
+        pa.string(),
+        "the record's key inside its source (WIT: page URL and image URL)",
+    ),
+    Column("caption_field", pa.string(), "which field of the source the caption was taken from"),
+    Column(
+        "source_language",
+        pa.string(),
+        "the language code the source gave the record (WIT: its `language`)",
+    ),
+    Column("sha256", pa.string(), "sha256 of the stored image bytes"),
+    Column(
+        "mime_type",
+        pa.string(),
+        "the MIME type of the stored image (as the source gave it when not fetched)",
+    ),
+    Column("page_url", pa.string(), "the page the image appears on"),
+    Column("page_title", pa.string(), "the title of that page"),
+    Column("section_title", pa.string(), "the section of the page the image appears in"),
+    Column(
+        "is_main_image", pa.bool_(), "WIT: the image is the page's first (lead or infobox) image"
+    ),
+    Column(
+        "license",
+        pa.string(),
+        "the licence of the caption/page text or image, as the source gives it",
+    ),
+    Column("attribution", pa.string(), "who to credit, as the source gives it"),
+)
+SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
+COLUMN_DOCS = {c.name: c.doc for c in COLUMNS}
+IMAGE_COLUMN = "image"
+if {c.name for c in COLUMNS} - {IMAGE_COLUMN} - set(Pair._fields):  # caught by any import
+    raise TypeError("every output column but image must be a Pair field")
 
 
 # The file extension of each stored encoding, for the `image.path` of a row.
@@ -192,10 +213,10 @@ def to_row(pair: Pair, image: bytes | None = None) -> dict:
     Only fetched images fill `image`, with `<id>.<ext>` as its path: a row never carries a local
     path of the machine it was built on.
     """
-    row = {name: getattr(pair, name, None) for name in SCHEMA.names if name != "image"}
+    row = {c.name: getattr(pair, c.name) for c in COLUMNS if c.name != IMAGE_COLUMN}
     if image is None:
-        row["image"] = None
+        row[IMAGE_COLUMN] = None
     else:
         extension = EXTENSIONS.get(pair.mime_type or "", "img")
-        row["image"] = {"bytes": image, "path": f"{pair.id}.{extension}"}
+        row[IMAGE_COLUMN] = {"bytes": image, "path": f"{pair.id}.{extension}"}
     return row

@@ -130,6 +130,18 @@ def fingerprint(shards: list[tuple[str, int, str]]) -> str:
     return hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
 
 
+class _CardDumper(yaml.SafeDumper):
+    """YAML with multi-line text (the manifest) as a literal block, readable in the card."""
+
+
+_CardDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
 def dataset_card(
     name: str,
     stats: dict,
@@ -165,7 +177,7 @@ def dataset_card(
     }
     lines = [
         "---",
-        yaml.safe_dump(header, allow_unicode=True, sort_keys=False).rstrip(),
+        yaml.dump(header, Dumper=_CardDumper, allow_unicode=True, sort_keys=False).rstrip(),
         "---",
         "",
         f"# {name}",
