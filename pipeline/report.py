@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.dedupe import DropDuplicates
 from pipeline.files import join, read_text, write_bytes
 from pipeline.records import GENUINE, SCHEMA, TRANSLATED
 from pipeline.stats import check_stats
@@ -81,8 +82,8 @@ SAMPLE_COLUMNS = [
     "license",
     "attribution",
 ]
-# Drop reasons of the dedupe stage (pipeline/dedupe.py).
-DEDUPE_REASONS = ("duplicate", "placeholder_image")
+# Drop reasons of the dedupe stage (its declaration, but its catch-all).
+DEDUPE_REASONS = tuple(r for r in DropDuplicates.REASONS if r != DropDuplicates.REASONS.catch_all)
 # Fonts with Arabic glyphs on common systems: Linux (Noto, Amiri, DejaVu), macOS (Geeza Pro),
 # Windows (Arial, Traditional Arabic, Segoe UI).
 ARABIC_FONTS = (

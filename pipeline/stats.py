@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 
+from pipeline.dedupe import DUPLICATE
 from pipeline.hosts import merge_host_stats
 
 READ, KEPT, DROPPED_REASON, HOST = "read", "kept", "dropped", "host"
@@ -42,7 +43,7 @@ def build_stats(entries: Iterable[tuple[str, object, int]], source_names: Sequen
     stats = {
         "sources": sources,
         "kept": sum(s["kept"] for s in sources.values()),
-        "duplicates_removed": sum(s["dropped"].get("duplicate", 0) for s in sources.values()),
+        "duplicates_removed": sum(s["dropped"].get(DUPLICATE, 0) for s in sources.values()),
     }
     # Only hosts that refused or made the run wait: a clean run's stats.json stays the same
     # from run to run (request counts depend on what the image cache held).
