@@ -454,6 +454,10 @@ def test_a_killed_run_started_again_ends_as_the_uninterrupted_run(demo_build, tm
     recorded = json.loads((Path(__file__).parent / "demo_rows.json").read_text(encoding="utf-8"))
     keys = ("id", "source_name", "caption_ar", "phash", "sha256")
     assert [[r[k] for k in keys] for r in rows(whole)] == recorded["rows"]
+    shards = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (whole / "data").iterdir()
+    }
+    assert shards == recorded["shards"]  # byte for byte
     # upload.wikimedia.org's stand-in allows 2 requests in flight: none was refused, no host
     # made the run wait, so stats.json has no `hosts`.
     assert stats == recorded["stats"]
