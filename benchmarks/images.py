@@ -15,7 +15,7 @@ re-encoding JPEG at quality 95, with 2 processes of 32 download threads each:
   quarter of the list so that both processes get shards; its defaults otherwise (sha256 of
   the original, EXIF extracted, no retries).
 
-The server is a separate process (`tests/image_server.py`) serving generated photo-like JPEGs
+The server is a separate process (`standins/images.py`) serving generated photo-like JPEGs
 of 320-1600 px from memory, with about 5 % failures: missing (404), HTML served as image/jpeg,
 truncated JPEGs. It runs twice: answering at once, then adding 200 ms to every response (a far
 host). Runs alternate between the two tools; each is timed from the outside, process start-up
@@ -108,7 +108,7 @@ def make_images(folder: Path, count: int) -> list[str]:
 
 def serve(folder: Path, delay: float) -> None:
     """The server process: every file in memory; prints its port, then serves until killed."""
-    from image_server import ImageServer, Reply
+    from standins.images import ImageServer, Reply
 
     server = ImageServer(delay=delay)
     jpeg_type = {"Content-Type": "image/jpeg"}

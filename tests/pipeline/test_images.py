@@ -37,7 +37,6 @@ from image_samples import (
     png,
     png16,
 )
-from image_server import ImageServer, Reply
 from PIL import Image
 from records_of import image_pair
 
@@ -61,7 +60,8 @@ from pipeline.images import (
 from pipeline.manifest import HostLimits, ImagesConfig
 from pipeline.records import Drop, Pair
 from pipeline.store import ImageStore
-from pipeline.upload_standin import UploadStandIn
+from standins.images import ImageServer, Reply
+from standins.upload import UploadStandIn
 
 LOOPBACK = ("127.0.0.1/32",)
 JPEG = {"Content-Type": "image/jpeg"}

@@ -2,7 +2,7 @@
 with the uninterrupted run's output, reusing what the killed run finished; the image cache, the
 commit of the output folder and the progress lines on their own.
 
-The resumed run is the demo (`pipeline.demo`'s image host, MediaWiki stand-in and manifest) built
+The resumed run is the demo (`standins.demo`'s image host, MediaWiki stand-in and manifest) built
 twice in this process and once in a subprocess that is killed with SIGKILL while it fetches
 images: the image host answers a set number of its requests and holds the rest, so the kill
 always lands in the middle of the images stage, after some images were cached.
@@ -28,18 +28,19 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from image_samples import jpeg
-from image_server import ImageServer, Reply
 from records_of import image_pair
 
-from pipeline import demo, progress
+from pipeline import progress
 from pipeline.__main__ import main
 from pipeline.hosts import HostGates
 from pipeline.images import ImageFetcher, image_store, resolve_cache
 from pipeline.manifest import ImagesConfig, ManifestError, parse_manifest
 from pipeline.records import Drop, Pair
 from pipeline.store import ImageStore
-from pipeline.wiki_standin import WikiStandIn
 from pipeline.write import _commit_by_file, commit
+from standins import demo
+from standins.images import ImageServer, Reply
+from standins.wiki import WikiStandIn
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = ("127.0.0.1/32",)
@@ -317,7 +318,7 @@ def test_a_stage_line_says_what_holds_it_back():
 
 
 class HeldHost:
-    """The demo's image host (`pipeline.demo`'s handler) with a request log, which can be told
+    """The demo's image host (`standins.demo`'s handler) with a request log, which can be told
     to answer only `limit` more requests and hold the rest until `release`."""
 
     def __init__(self):
@@ -368,7 +369,7 @@ class HeldHost:
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
     """The demo manifest with its hosts in this process: (manifest path, image host)."""
-    from translators.tiny import build_tiny_model
+    from standins.tiny_model import build_tiny_model
 
     folder = tmp_path_factory.mktemp("demo")
     model = Path(build_tiny_model(str(folder / "tiny-opus-en-ar"), layout="opus"))

@@ -19,7 +19,6 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from image_samples import jpeg
-from image_server import ImageServer, Reply
 from PIL import Image
 from records_of import image_pair
 from url_filesystem import UrlFileSystem
@@ -30,6 +29,7 @@ from pipeline.images import FetchImages
 from pipeline.manifest import ImagesConfig
 from pipeline.records import Pair
 from pipeline.store import HEADER, ImageStore, StoredImage, StoreIndex, parse_ref, scan_pack
+from standins.images import ImageServer, Reply
 
 LOOPBACK = ("127.0.0.1/32",)
 JPEG = {"Content-Type": "image/jpeg"}

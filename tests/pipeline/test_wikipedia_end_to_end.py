@@ -15,9 +15,9 @@ import pytest
 from filters.text import normalize_caption
 from pipeline import wikimedia
 from pipeline.__main__ import main
-from pipeline.demo import start_image_server
 from pipeline.sources import wikipedia
-from pipeline.wiki_standin import WikiStandIn, status_fault
+from standins.demo import start_image_server
+from standins.wiki import WikiStandIn, status_fault
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "manifests" / "samples" / "wikipedia"

@@ -36,8 +36,8 @@ import pytest
 import yaml
 
 from pipeline.__main__ import main
-from pipeline.demo import WIKI_SAMPLES, demo_manifest, start_image_server
-from pipeline.wiki_standin import WikiStandIn
+from standins.demo import WIKI_SAMPLES, demo_manifest, start_image_server
+from standins.wiki import WikiStandIn
 
 pytestmark = pytest.mark.runners
 
@@ -69,7 +69,7 @@ def build(manifest: Path, out: Path, *flags: str) -> tuple[set[tuple], dict]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """The demo manifest, its servers running for the whole module."""
-    from translators.tiny import build_tiny_model
+    from standins.tiny_model import build_tiny_model
 
     folder = tmp_path_factory.mktemp("demo")
     model = build_tiny_model(str(folder / "tiny-opus-en-ar"), layout="opus")

@@ -32,7 +32,7 @@ a map from file name to `{"repository": "shared"|"local", "width", "height", "si
 "license", "license_url", "artist" (HTML), "credit", "non_free"}` or `{"missing": true}`),
 or from dicts (`pages={title: html}`, `files={name: facts}`).
 
-`python -m pipeline.wiki_standin FOLDER [--port N]` serves a folder until killed and prints
+`python -m standins.wiki FOLDER [--port N]` serves a folder until killed and prints
 its API URL on the first line.
 """
 

@@ -1,6 +1,6 @@
 """`make demo`: the demo dataset built from the samples in `manifests/`, every stage for real.
 
-Arabic Wikipedia is stood in for by `pipeline.wiki_standin` on 127.0.0.1, serving the pages and
+Arabic Wikipedia is stood in for by `standins.wiki` on 127.0.0.1, serving the pages and
 file facts of `manifests/samples/wikipedia/` (team-written articles in the markup of each era);
 the manifest's wikipedia source is pointed at it, with `site_url` keeping the rows' page URLs
 those of ar.wikipedia.org. The image hosts of the samples (upload.wikimedia.org, the CC hosts,
@@ -9,14 +9,14 @@ deterministic picture for every path, with what real hosts do planted in: a path
 answers 404, as many CC links do; one under `/unavailable/` answers the same "photo unavailable"
 placeholder; and `ALIASES` serve one Commons picture again, re-encoded and resized, under a CC
 URL whose caption translates to the WIT caption of that picture (a cross-source duplicate).
-upload.wikimedia.org keeps the live host's rules (`pipeline.upload_standin`): thumbnails only at
+upload.wikimedia.org keeps the live host's rules (`standins.upload`): thumbnails only at
 standard widths, scaled from the original's picture, and at most 2 requests in flight. The
 manifest's `images.url_map` sends the fetches there; the rows keep their real URLs. The
 translator is a tiny CTranslate2 model built offline on first use; the shipped translation
 memory covers all but three captions, which go through the tiny model and are dropped by the
 translation quality filters.
 
-    python -m pipeline.demo --output out/demo
+    python -m standins.demo --output out/demo
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline.upload_standin import UploadRules
-from pipeline.wiki_standin import WikiStandIn
+from standins.upload import UploadRules
+from standins.wiki import WikiStandIn
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_MANIFEST = REPO / "manifests" / "demo.yaml"
@@ -181,9 +181,9 @@ def demo_manifest(port: int, model: Path, wiki_api: str, base: Path = DEMO_MANIF
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.__main__ import main as pipeline_main
-    from translators.tiny import build_tiny_model
+    from standins.tiny_model import build_tiny_model
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m standins.demo", description=__doc__)
     parser.add_argument("--output", default="out/demo")
     parser.add_argument("--models", default="out/models", help="where the tiny model is built")
     args, beam_args = parser.parse_known_args(argv)
