@@ -108,15 +108,14 @@ def make_images(folder: Path, count: int) -> list[str]:
 
 def serve(folder: Path, delay: float) -> None:
     """The server process: every file in memory; prints its port, then serves until killed."""
-    from standins.images import ImageServer, Reply
+    from standins.images import JPEG, ImageHost, Reply
 
-    server = ImageServer(delay=delay)
-    jpeg_type = {"Content-Type": "image/jpeg"}
+    server = ImageHost(delay=delay, keep_log=False)
     for path in folder.glob("*/*.jpg"):
         data = path.read_bytes()
         if path.parent.name == "truncated":
             data = data[: len(data) // 2]
-        server.route(f"/{path.parent.name}/{path.name}", Reply(200, jpeg_type, data))
+        server.route(f"/{path.parent.name}/{path.name}", Reply(200, JPEG, data))
     server.start()
     print(server.port, flush=True)
     while True:

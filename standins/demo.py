@@ -22,18 +22,21 @@ translation quality filters.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import os
-import random
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
-from PIL import Image, ImageDraw, ImageFilter
 
+from standins.images import (
+    JPEG,
+    NOT_FOUND,
+    ImageHost,
+    Reply,
+    draw_picture,
+    draw_placeholder,
+    reencode,
+)
 from standins.upload import UploadRules
 from standins.wiki import WikiStandIn
 
@@ -53,106 +56,34 @@ ALIASES = {
 }
 
 
-def reencode(data: bytes, scale: float = 0.8, quality: int = 70) -> bytes:
-    """The same picture as a repost would have it: smaller and recompressed."""
-    image = Image.open(io.BytesIO(data))
-    image = image.resize((round(image.width * scale), round(image.height * scale)))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality)
-    return out.getvalue()
-
-
-def draw_placeholder() -> bytes:
-    """A host's "this photo is no longer available" picture: the same bytes for every URL."""
-    image = Image.new("RGB", (400, 300), (236, 236, 236))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([150, 90, 250, 170], outline=(160, 160, 160), width=6)
-    draw.ellipse([185, 110, 215, 140], fill=(160, 160, 160))
-    for y in (200, 222):
-        draw.rectangle([110, y, 290, y + 10], fill=(190, 190, 190))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def draw_picture(key: str) -> bytes:
-    """A photo-like JPEG (a sky-to-ground gradient, blurred shapes), the same for the same key."""
-    rng = random.Random(hashlib.sha256(key.encode()).digest())
-    width, height = rng.choice([(640, 480), (480, 640), (800, 533), (512, 512), (1024, 683)])
-    top = tuple(rng.randrange(40, 220) for _ in range(3))
-    bottom = tuple(rng.randrange(20, 200) for _ in range(3))
-    image = Image.new("RGB", (width, height))
-    draw = ImageDraw.Draw(image)
-    for y in range(height):
-        t = y / (height - 1)
-        draw.line(
-            [(0, y), (width, y)],
-            fill=tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)),
-        )
-    for _ in range(rng.randrange(4, 12)):
-        x0, y0 = rng.randrange(width), rng.randrange(height)
-        w, h = rng.randrange(20, width // 2), rng.randrange(20, height // 2)
-        color = tuple(rng.randrange(256) for _ in range(3))
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape([x0, y0, x0 + w, y0 + h], fill=color)
-    image = image.filter(ImageFilter.GaussianBlur(1.5))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=88)
-    return out.getvalue()
-
-
 def _picture(path: str) -> bytes:
     if path in ALIASES:
         return reencode(draw_picture(ALIASES[path]))
     return draw_picture(path)
 
 
-# upload.wikimedia.org's rules (standard thumbnail widths, at most 2 in flight), under its prefix.
+def _other_hosts(path: str) -> Reply:
+    """The CC hosts' and images.cocodataset.org's answers."""
+    if "/dead/" in path:
+        return NOT_FOUND
+    if "/unavailable/" in path:
+        return Reply(200, JPEG, draw_placeholder())
+    return Reply(200, JPEG, _picture(path))
+
+
+# Where upload.wikimedia.org is served on the demo's host.
 WIKIMEDIA = "/" + HOSTS["https://upload.wikimedia.org/"].rstrip("/")
 
 
-def wikimedia_rules() -> UploadRules:
-    return UploadRules(lambda path: _picture(WIKIMEDIA + path))
+class DemoImageHost(ImageHost):
+    """The demo's image hosts on 127.0.0.1 (a free port); `wikimedia` is its
+    upload.wikimedia.org (`UploadRules`: what it was asked, the most in flight, what it
+    refused)."""
 
-
-# For a server made around `_Handler` without its own (`start_image_server` gives each its own).
-WIKIMEDIA_RULES = wikimedia_rules()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the http.server API
-        if "/dead/" in self.path:
-            self.send_error(404)
-            return
-        if self.path.startswith(WIKIMEDIA + "/"):
-            path = self.path[len(WIKIMEDIA) :]
-            rules = getattr(self.server, "wikimedia", WIKIMEDIA_RULES)
-            with rules.request(path) as refused:
-                answer = refused or rules.answer(path)
-            status, content_type, body = answer.status, answer.headers, answer.body
-        elif "/unavailable/" in self.path:
-            status, content_type, body = 200, {"Content-Type": "image/jpeg"}, draw_placeholder()
-        else:
-            status, content_type, body = 200, {"Content-Type": "image/jpeg"}, _picture(self.path)
-        self.send_response(status)
-        for name, value in content_type.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):  # keep the demo's output to the accounting
-        pass
-
-
-def start_image_server() -> ThreadingHTTPServer:
-    """The stand-in image host on 127.0.0.1 (a free port), serving from a daemon thread;
-    `server.wikimedia` is its upload.wikimedia.org (`UploadRules`: what it was asked, the most
-    in flight, what it refused)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.wikimedia = wikimedia_rules()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    def __init__(self) -> None:
+        super().__init__(fallback=_other_hosts)
+        self.wikimedia = UploadRules(lambda path: _picture(WIKIMEDIA + path))
+        self.mount(WIKIMEDIA, self.wikimedia)
 
 
 def demo_manifest(port: int, model: Path, wiki_api: str, base: Path = DEMO_MANIFEST.parent) -> dict:
@@ -192,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (model / "model.bin").is_file():
         print(f"building the tiny offline translation model in {model}")
         build_tiny_model(str(model), layout="opus")
-    server = start_image_server()
+    images = DemoImageHost().start()
     wiki = WikiStandIn(WIKI_SAMPLES).start()
     try:
-        manifest = demo_manifest(server.server_address[1], model, wiki.api_url)
+        manifest = demo_manifest(images.port, model, wiki.api_url)
         output = Path(args.output).resolve()
         path = output.parent / f"{output.name}.manifest.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"manifest: {path} (Wikipedia from the stand-in at {wiki.api_url}, images from the "
-            f"local server on port {server.server_address[1]})"
+            f"local server on port {images.port})"
         )
         return pipeline_main(["run", str(path), "--output", str(output), *beam_args])
     finally:
         wiki.stop()
-        server.shutdown()
+        images.stop()
 
 
 if __name__ == "__main__":

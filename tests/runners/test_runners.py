@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from pipeline.__main__ import main
-from standins.demo import WIKI_SAMPLES, demo_manifest, start_image_server
+from standins.demo import WIKI_SAMPLES, DemoImageHost, demo_manifest
 from standins.wiki import WikiStandIn
 
 pytestmark = pytest.mark.runners
@@ -73,14 +73,14 @@ def demo(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("demo")
     model = build_tiny_model(str(folder / "tiny-opus-en-ar"), layout="opus")
-    images = start_image_server()
+    images = DemoImageHost().start()
     wiki = WikiStandIn(WIKI_SAMPLES).start()
     manifest = folder / "demo.yaml"
-    raw = demo_manifest(images.server_address[1], Path(model), wiki.api_url)
+    raw = demo_manifest(images.port, Path(model), wiki.api_url)
     manifest.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     yield manifest
     wiki.stop()
-    images.shutdown()
+    images.stop()
 
 
 @pytest.fixture(scope="module")
