@@ -149,7 +149,7 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
 
     from pipeline.images import _FetchImagesFn
     from pipeline.manifest import ImagesConfig
-    from pipeline.records import GENUINE, Drop, Pair
+    from pipeline.records import DROPPED, GENUINE, Drop, Pair
     from pipeline.store import ImageStore
 
     urls, out = job
@@ -164,7 +164,7 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     )
     # The stored images go into a store beside the Parquet file, as in a run (`pipeline.store`).
     store = ImageStore(out + ".store")
-    fn = _FetchImagesFn(config, store, ())
+    fn = _FetchImagesFn(config, store, (), run="bench")
     fn.setup()
     fn.start_bundle()
     outputs = []
@@ -175,7 +175,8 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     outputs += fn.finish_bundle()
     fn.teardown()
     kept = [o.value for o in outputs if not isinstance(o, TaggedOutput)]
-    reasons = Counter(o.value.value.reason for o in outputs if isinstance(o, TaggedOutput))
+    drops = [o.value.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == DROPPED]
+    reasons = Counter(d.reason for d in drops)
     assert not any(isinstance(p, Drop) for p in kept)
     with store.reader() as reader:
         images = [reader.read(p.image_ref) for p in kept]
