@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 # Builds a tiny offline translation model on first use and serves the sample images locally;
 # then writes the report of the output and prints its path (`report: out/demo/report.html`).
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo --output $(DEMO_OUT)
+	$(BIN)/python -m standins.demo --output $(DEMO_OUT)
 	$(BIN)/python -m pipeline report $(DEMO_OUT)
 
 test: $(STAMP) runner-deps
@@ -70,12 +70,12 @@ bench: $(STAMP)
 		echo "== $$script"; $(BIN)/python $$script $(BENCH_ARGS); done
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline translators filters tests benchmarks
-	$(BIN)/ruff format --check pipeline translators filters tests benchmarks
+	$(BIN)/ruff check pipeline translators filters standins tests benchmarks
+	$(BIN)/ruff format --check pipeline translators filters standins tests benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff format pipeline translators filters tests benchmarks
-	$(BIN)/ruff check --fix pipeline translators filters tests benchmarks
+	$(BIN)/ruff format pipeline translators filters standins tests benchmarks
+	$(BIN)/ruff check --fix pipeline translators filters standins tests benchmarks
 
 # Real translation models (need internet; never run by the tests). The converter needs the
 # `convert` extra (torch, transformers). OPUS-MT en-ar is multi-target: give the manifest

@@ -15,7 +15,7 @@ re-encoding JPEG at quality 95, with 2 processes of 32 download threads each:
   quarter of the list so that both processes get shards; its defaults otherwise (sha256 of
   the original, EXIF extracted, no retries).
 
-The server is a separate process (`tests/image_server.py`) serving generated photo-like JPEGs
+The server is a separate process (`standins/images.py`) serving generated photo-like JPEGs
 of 320-1600 px from memory, with about 5 % failures: missing (404), HTML served as image/jpeg,
 truncated JPEGs. It runs twice: answering at once, then adding 200 ms to every response (a far
 host). Runs alternate between the two tools; each is timed from the outside, process start-up
@@ -108,15 +108,14 @@ def make_images(folder: Path, count: int) -> list[str]:
 
 def serve(folder: Path, delay: float) -> None:
     """The server process: every file in memory; prints its port, then serves until killed."""
-    from image_server import ImageServer, Reply
+    from standins.images import JPEG, ImageHost, Reply
 
-    server = ImageServer(delay=delay)
-    jpeg_type = {"Content-Type": "image/jpeg"}
+    server = ImageHost(delay=delay, keep_log=False)
     for path in folder.glob("*/*.jpg"):
         data = path.read_bytes()
         if path.parent.name == "truncated":
             data = data[: len(data) // 2]
-        server.route(f"/{path.parent.name}/{path.name}", Reply(200, jpeg_type, data))
+        server.route(f"/{path.parent.name}/{path.name}", Reply(200, JPEG, data))
     server.start()
     print(server.port, flush=True)
     while True:
@@ -150,7 +149,7 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
 
     from pipeline.config import ImagesConfig
     from pipeline.images import _FetchImagesFn
-    from pipeline.records import GENUINE, Drop, Pair
+    from pipeline.records import DROPPED, GENUINE, Drop, Pair
     from pipeline.store import ImageStore
 
     urls, out = job
@@ -165,7 +164,7 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     )
     # The stored images go into a store beside the Parquet file, as in a run (`pipeline.store`).
     store = ImageStore(out + ".store")
-    fn = _FetchImagesFn(config, store, ())
+    fn = _FetchImagesFn(config, store, (), run="bench")
     fn.setup()
     fn.start_bundle()
     outputs = []
@@ -176,7 +175,8 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     outputs += fn.finish_bundle()
     fn.teardown()
     kept = [o.value for o in outputs if not isinstance(o, TaggedOutput)]
-    reasons = Counter(o.value.value.reason for o in outputs if isinstance(o, TaggedOutput))
+    drops = [o.value.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == DROPPED]
+    reasons = Counter(d.reason for d in drops)
     assert not any(isinstance(p, Drop) for p in kept)
     with store.reader() as reader:
         images = [reader.read(p.image_ref) for p in kept]

@@ -1,7 +1,7 @@
 """Benchmark of politeness: how the images stage downloads from a host that keeps Wikimedia's robot
 policy, against img2dataset with its default settings.
 
-The host is `pipeline.upload_standin.UploadStandIn`, in this process: upload.wikimedia.org's
+The host is `standins.upload.UploadStandIn`, in this process: upload.wikimedia.org's
 rules on 127.0.0.1, at most 2 requests in flight (the ones beyond are answered 429, every other
 one with `Retry-After: 1`), each answer taking `--delay` seconds (0.2 s by default: the live
 host answers in about 100-300 ms). With 2 in flight, that delay bounds any client to
@@ -81,7 +81,7 @@ from scale import (  # noqa: E402
 )
 
 from pipeline import wikimedia  # noqa: E402
-from pipeline.upload_standin import UploadRules, UploadStandIn  # noqa: E402
+from standins.upload import UploadRules, UploadStandIn  # noqa: E402
 
 FULL_IMAGES, QUICK_IMAGES = 1000, 1000
 QUICK_ADAPTIVE_IMAGES = 500

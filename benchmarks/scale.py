@@ -4,10 +4,11 @@ It generates photo-like 640x480 JPEGs (about 40 KB each, JPEG quality 85: a rand
 upscaled bicubically, a few random shapes and a shared grain texture at a random offset, seeded
 by index so that their pHashes lie far apart), once, into `.bench/scale-images/` (git-ignored;
 later runs generate only the missing ones), serves them from a separate loopback server process
-(a `ThreadingHTTPServer` reading `/img/{i}.jpg` from that folder on each request, HTTP/1.1
-keep-alive), and writes a WIT shard in the real format of N `ar` rows, each with its own image
-URL on that server and its own Arabic caption (8-15 common words, seeded), so that every row
-passes the text filters and language ID and every image is kept. Then, for two sizes:
+(the image host of `standins/images.py`, reading `/img/{i}.jpg` from that folder on each
+request, HTTP/1.1 keep-alive), and writes a WIT shard in the real format of N `ar` rows, each
+with its own image URL on that server and its own Arabic caption (8-15 common words, seeded),
+so that every row passes the text filters and language ID and every image is kept. Then, for
+two sizes:
 
 1. the whole build: `python -m pipeline run MANIFEST --output DIR --no-progress` (fetch on, no
    image cache, `allow_private_hosts`), wall clock from process start, and the peak RSS of the
@@ -42,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import http.server
 import io
 import json
 import multiprocessing
@@ -53,6 +53,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -201,43 +202,20 @@ def mean_image_kb(count: int) -> float:
 _IMAGE_PATH = re.compile(r"/img/(\d+)\.jpg")
 
 
-class _ImageHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: every reply has a Content-Length
-    folder = CACHE
-
-    def do_GET(self) -> None:
-        match = _IMAGE_PATH.fullmatch(self.path.split("?", 1)[0])
-        data = None
-        if match:
-            with contextlib.suppress(FileNotFoundError):
-                data = (self.folder / f"{int(match.group(1))}.jpg").read_bytes()
-        if data is None:
-            body = b"not found\n"
-            self.send_response(404)
-            self.send_header("Content-Type", "text/plain")
-        else:
-            body = data
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _ImageServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-
 def serve(folder: Path) -> None:
     """`--_serve`: serves `folder` on a free loopback port, prints the port, runs until killed."""
-    _ImageHandler.folder = folder
-    server = _ImageServer(("127.0.0.1", 0), _ImageHandler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
+    from standins.images import JPEG, ImageHost, Reply
+
+    def image(path: str) -> Reply | None:
+        match = _IMAGE_PATH.fullmatch(path)
+        if match:
+            with contextlib.suppress(FileNotFoundError):
+                return Reply(200, JPEG, (folder / f"{int(match.group(1))}.jpg").read_bytes())
+        return None
+
+    server = ImageHost(fallback=image, keep_log=False).start()
+    print(server.port, flush=True)
+    threading.Event().wait()
 
 
 class Server:

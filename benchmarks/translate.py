@@ -3,7 +3,7 @@ against Hugging Face Transformers, on a random-weight model of the Helsinki-NLP/
 shape; and the share of Conceptual Captions that the collapse of identical captions saves.
 
 The model (6+6 layers, d_model 512, 8 heads, FFN 2048, a 62,000-piece vocabulary, int8) is
-built offline by `translators.tiny.build_random_model` into `out/bench-models/` on the first
+built offline by `standins.tiny_model.build_random_model` into `out/bench-models/` on the first
 run and reused after. Its `source.spm` is a BPE model trained on captions of the benchmark's
 generator, so a caption has about as many tokens as the real opus-mt-en-ar tokenizer gives it
 (1.26 per word); its `</s>` logit is pushed down so that no translation ever ends by itself:
@@ -69,7 +69,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.config import TranslationConfig  # noqa: E402
 from pipeline.text import normalize_english  # noqa: E402
-from translators.tiny import build_random_model  # noqa: E402
+from standins.tiny_model import build_random_model  # noqa: E402
 
 SEED = 20240611
 FULL_CAPTIONS = 1000

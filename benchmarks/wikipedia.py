@@ -12,7 +12,7 @@ the end; about 60-150 KB of HTML and 10-25 media elements a page. Files repeat a
    give the same figures). Best of 3 rounds.
 2. requests per page: the crawl (`pipeline.sources.wikipedia.crawl`: every article of the wiki,
    one `action=parse` per page, file facts for 50 files a request gathered across pages, a file
-   asked once) against the local MediaWiki stand-in (`pipeline.wiki_standin`, real HTTP on
+   asked once) against the local MediaWiki stand-in (`standins.wiki`, real HTTP on
    127.0.0.1, no rate limit), counted by the stand-in, against the naive crawl that asks
    `prop=imageinfo` once per figure of each page. The naive count is computed from the same
    crawl's figures (pages + allpages requests + one per candidate figure), not run.
@@ -40,7 +40,7 @@ from pipeline.records import Drop, Pair  # noqa: E402
 from pipeline.sources import wikipedia  # noqa: E402
 from pipeline.sources.wikipedia import WikipediaSource  # noqa: E402
 from pipeline.sources.wikipedia_html import extract_figures  # noqa: E402
-from pipeline.wiki_standin import WikiStandIn  # noqa: E402
+from standins.wiki import WikiStandIn  # noqa: E402
 
 SEED = 20240601
 FULL_PAGES, QUICK_PAGES = 400, 120

@@ -202,7 +202,7 @@ def test_real_wit_excerpt_relabelled_arabic(shared_samples, tmp_path):
 
 
 def test_the_demo_builds_as_the_readme_says(tmp_path, capsys):
-    from pipeline.demo import main as demo_main
+    from standins.demo import main as demo_main
 
     out = tmp_path / "demo"
     assert demo_main(["--output", str(out), "--models", str(tmp_path / "models")]) == 0
@@ -273,7 +273,7 @@ def test_a_truncated_shard_fails_the_run_naming_the_file(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    from translators.tiny import build_tiny_model
+    from standins.tiny_model import build_tiny_model
 
     return build_tiny_model(str(tmp_path_factory.mktemp("models") / "tiny"), layout="opus")
 

@@ -37,7 +37,6 @@ from image_samples import (
     png,
     png16,
 )
-from image_server import ImageServer, Reply
 from PIL import Image
 from records_of import image_pair
 
@@ -61,7 +60,8 @@ from pipeline.images import (
 from pipeline.manifest import HostLimits, ImagesConfig
 from pipeline.records import Drop, Pair
 from pipeline.store import ImageStore
-from pipeline.upload_standin import UploadStandIn
+from standins.images import ImageHost, Reply
+from standins.upload import UploadStandIn
 
 LOOPBACK = ("127.0.0.1/32",)
 JPEG = {"Content-Type": "image/jpeg"}
@@ -92,7 +92,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def server():
-    with ImageServer() as s:
+    with ImageHost() as s:
         yield s
 
 
@@ -217,7 +217,7 @@ def test_the_stage_fetches_many_at_once_within_the_host_bound(tmp_path):
     config = ImagesConfig(
         allow_private_hosts=True, concurrency=16, per_host=6, deadline=10.0, size=64
     )
-    with ImageServer() as server:
+    with ImageHost() as server:
         url = server.route("/slow.jpg", Reply(200, JPEG, jpeg(), wait=0.3))
         pairs = [image_pair(i, f"{url}?n={i}") for i in range(24)]
         start = time.monotonic()

@@ -1,5 +1,5 @@
 """`python -m pipeline run` against a stand-in of upload.wikimedia.org that keeps the live rules
-(`pipeline.upload_standin`: standard thumbnail widths only, 429 beyond 2 requests in flight):
+(`standins.upload`: standard thumbnail widths only, 429 beyond 2 requests in flight):
 WIT originals are fetched as thumbnails within Wikimedia's limits, and a host pressed beyond
 its limit is slowed down until every image is kept."""
 
@@ -18,8 +18,8 @@ from wit_files import wit_row, write_wit
 
 from pipeline import wikimedia
 from pipeline.__main__ import main
-from pipeline.demo import draw_picture
-from pipeline.upload_standin import UploadStandIn
+from standins.demo import draw_picture
+from standins.upload import UploadStandIn
 
 COMMONS = "https://upload.wikimedia.org/wikipedia/commons"
 WORDS = ("مسجد", "نهر", "جبل", "سوق", "قلعة", "مدينة", "بحر", "صحراء", "حديقة", "جسر")

@@ -100,7 +100,7 @@ def write_manifest(folder: Path, body: str) -> Path:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Built:
-    from pipeline.demo import main as demo_main
+    from standins.demo import main as demo_main
 
     base = tmp_path_factory.mktemp("demo")
     assert demo_main(["--output", str(base / "demo"), "--models", str(base / "models")]) == 0

@@ -2,7 +2,7 @@
 with the uninterrupted run's output, reusing what the killed run finished; the image cache, the
 commit of the output folder and the progress lines on their own.
 
-The resumed run is the demo (`pipeline.demo`'s image host, MediaWiki stand-in and manifest) built
+The resumed run is the demo (`standins.demo`'s image host, MediaWiki stand-in and manifest) built
 twice in this process and once in a subprocess that is killed with SIGKILL while it fetches
 images: the image host answers a set number of its requests and holds the rest, so the kill
 always lands in the middle of the images stage, after some images were cached.
@@ -21,25 +21,25 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from image_samples import jpeg
-from image_server import ImageServer, Reply
 from records_of import image_pair
 
-from pipeline import demo, progress
+from pipeline import progress
 from pipeline.__main__ import main
 from pipeline.hosts import HostGates
 from pipeline.images import ImageFetcher, image_store, resolve_cache
 from pipeline.manifest import ImagesConfig, ManifestError, parse_manifest
 from pipeline.records import Drop, Pair
 from pipeline.store import ImageStore
-from pipeline.wiki_standin import WikiStandIn
 from pipeline.write import _commit_by_file, commit
+from standins.demo import WIKI_SAMPLES, DemoImageHost, demo_manifest
+from standins.images import ImageHost, Reply
+from standins.wiki import WikiStandIn
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = ("127.0.0.1/32",)
@@ -69,7 +69,7 @@ def stored(config: ImagesConfig, result: Pair) -> bytes:
 
 
 def test_a_cached_url_is_not_requested_again(tmp_path):
-    with ImageServer() as server:
+    with ImageHost() as server:
         server.route("/a.jpg", Reply(200, {"Content-Type": "image/jpeg"}, jpeg(400, 300)))
         url = server.url("/a.jpg")
         config = ImagesConfig(cache=str(tmp_path / "cache"))
@@ -114,7 +114,7 @@ def test_a_cached_url_is_not_requested_again(tmp_path):
 
 
 def test_the_cache_key_is_the_url_not_the_mirror_it_was_fetched_from(tmp_path):
-    with ImageServer() as server:
+    with ImageHost() as server:
         server.route("/x/a.jpg", Reply(200, {"Content-Type": "image/jpeg"}, jpeg(300, 300)))
         original = "https://upload.wikimedia.org/x/a.jpg"
         cache = str(tmp_path / "cache")
@@ -316,72 +316,61 @@ def test_a_stage_line_says_what_holds_it_back():
 # ---------------------------------------------------------------------------- a killed run
 
 
-class HeldHost:
-    """The demo's image host (`pipeline.demo`'s handler) with a request log, which can be told
-    to answer only `limit` more requests and hold the rest until `release`."""
+class HeldHost(DemoImageHost):
+    """The demo's image host with a log of the paths asked, which can be told to answer only
+    `limit` more requests and hold the rest until `release`."""
 
     def __init__(self):
+        super().__init__()
         self.paths: list[str] = []
         self.limit: int | None = None
-        self._lock = threading.Lock()
+        self._gate = threading.Lock()
         self._released = threading.Event()
-        host = self
 
-        class Handler(demo._Handler):
-            def do_GET(self):  # noqa: N802 - the http.server API
-                with host._lock:
-                    host.paths.append(self.path)
-                    held = host.limit is not None and len(host.paths) > host.limit
-                if held:
-                    host._released.wait(120)
-                    return
-                super().do_GET()
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+    def serve(self, request) -> None:
+        with self._gate:
+            self.paths.append(request.path)
+            held = self.limit is not None and len(self.paths) > self.limit
+        if held:
+            request.close_connection = True
+            self._released.wait(120)
+            return
+        super().serve(request)
 
     def hold_after(self, answered: int) -> None:
-        with self._lock:
+        with self._gate:
             self.paths.clear()
             self.limit = answered
             self._released.clear()
 
     def release(self) -> None:
-        with self._lock:
+        with self._gate:
             self.limit = None
             self.paths.clear()
         self._released.set()
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self.release()
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
 
 
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
     """The demo manifest with its hosts in this process: (manifest path, image host)."""
-    from translators.tiny import build_tiny_model
+    from standins.tiny_model import build_tiny_model
 
     folder = tmp_path_factory.mktemp("demo")
     model = Path(build_tiny_model(str(folder / "tiny-opus-en-ar"), layout="opus"))
-    host = HeldHost()
-    wiki = WikiStandIn(demo.WIKI_SAMPLES).start()
+    host = HeldHost().start()
+    wiki = WikiStandIn(WIKI_SAMPLES).start()
     try:
         manifest = folder / "demo.yaml"
-        raw = demo.demo_manifest(host.port, model, wiki.api_url)
+        raw = demo_manifest(host.port, model, wiki.api_url)
         manifest.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
         yield manifest, host
     finally:
         wiki.stop()
-        host.close()
+        host.stop()
 
 
 def build(manifest: Path, out: Path, capsys, *args: str) -> tuple[dict, str, str]:

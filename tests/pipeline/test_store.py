@@ -19,7 +19,6 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from image_samples import jpeg
-from image_server import ImageServer, Reply
 from PIL import Image
 from records_of import image_pair
 from url_filesystem import UrlFileSystem
@@ -30,6 +29,7 @@ from pipeline.config import ImagesConfig
 from pipeline.images import FetchImages
 from pipeline.records import Pair
 from pipeline.store import HEADER, ImageStore, StoredImage, StoreIndex, parse_ref, scan_pack
+from standins.images import ImageHost, Reply
 
 LOOPBACK = ("127.0.0.1/32",)
 JPEG = {"Content-Type": "image/jpeg"}
@@ -112,7 +112,7 @@ def test_a_store_behind_a_filesystem_url(tmp_path, monkeypatch):
 def test_fetched_pairs_carry_a_reference_of_a_few_bytes_not_the_image(tmp_path):
     store = ImageStore(str(tmp_path / "store"))
     coder = beam.coders.registry.get_coder(Pair)
-    with ImageServer() as server:
+    with ImageHost() as server:
         pairs = [
             image_pair(i, server.route(f"/{i}.jpg", Reply(200, JPEG, jpeg(640, 480, seed=i))))
             for i in range(8)
@@ -157,7 +157,7 @@ def wit_manifest(folder: Path, port: int, rows: int, images: str = "") -> Path:
 
 @pytest.fixture
 def host():
-    with ImageServer() as server:
+    with ImageHost() as server:
         for i in range(7):
             server.route(f"/{i}.jpg", Reply(200, JPEG, jpeg(500, 400, seed=100 + i)))
         yield server

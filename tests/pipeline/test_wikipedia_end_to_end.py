@@ -14,10 +14,10 @@ import pytest
 
 from pipeline import wikimedia
 from pipeline.__main__ import main
-from pipeline.demo import start_image_server
 from pipeline.sources import wikipedia
 from pipeline.text import normalize_caption
-from pipeline.wiki_standin import WikiStandIn, status_fault
+from standins.demo import DemoImageHost
+from standins.wiki import WikiStandIn, status_fault
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "manifests" / "samples" / "wikipedia"
@@ -52,10 +52,8 @@ def manifest(folder: Path, source: str, image_port: int) -> Path:
 
 @pytest.fixture(scope="module")
 def servers():
-    image_server = start_image_server()
-    with WikiStandIn(SAMPLES) as wiki:
-        yield wiki, image_server.server_address[1], image_server.wikimedia
-    image_server.shutdown()
+    with DemoImageHost() as images, WikiStandIn(SAMPLES) as wiki:
+        yield wiki, images.port, images.wikimedia
 
 
 def run(tmp_path: Path, source: str, port: int) -> tuple[dict, list[dict]]:
@@ -157,18 +155,14 @@ def test_a_dump_of_the_same_pages_gives_the_same_rows(servers, tmp_path):
 
 
 def test_a_page_that_keeps_failing_is_counted_and_the_run_completes(tmp_path):
-    port_server = start_image_server()
-    try:
-        with WikiStandIn(SAMPLES) as wiki:
-            wiki.fail("مدينة فاس", *[status_fault(503)] * 3)
-            source = (
-                f"  - kind: wikipedia\n    api: {wiki.api_url}\n"
-                f'    user_agent: "{AGENT}"\n    requests_per_second: 0\n'
-                "    retries: 2\n    backoff: 0.05\n"
-            )
-            stats, _ = run(tmp_path, source, port_server.server_address[1])
-    finally:
-        port_server.shutdown()
+    with DemoImageHost() as images, WikiStandIn(SAMPLES) as wiki:
+        wiki.fail("مدينة فاس", *[status_fault(503)] * 3)
+        source = (
+            f"  - kind: wikipedia\n    api: {wiki.api_url}\n"
+            f'    user_agent: "{AGENT}"\n    requests_per_second: 0\n'
+            "    retries: 2\n    backoff: 0.05\n"
+        )
+        stats, _ = run(tmp_path, source, images.port)
     s = stats["sources"]["wikipedia"]
     assert s["dropped"]["page_http_503"] == 1
     assert s["read"] == s["kept"] + sum(s["dropped"].values())

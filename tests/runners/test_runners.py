@@ -36,8 +36,8 @@ import pytest
 import yaml
 
 from pipeline.__main__ import main
-from pipeline.demo import WIKI_SAMPLES, demo_manifest, start_image_server
-from pipeline.wiki_standin import WikiStandIn
+from standins.demo import WIKI_SAMPLES, DemoImageHost, demo_manifest
+from standins.wiki import WikiStandIn
 
 pytestmark = pytest.mark.runners
 
@@ -69,18 +69,18 @@ def build(manifest: Path, out: Path, *flags: str) -> tuple[set[tuple], dict]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """The demo manifest, its servers running for the whole module."""
-    from translators.tiny import build_tiny_model
+    from standins.tiny_model import build_tiny_model
 
     folder = tmp_path_factory.mktemp("demo")
     model = build_tiny_model(str(folder / "tiny-opus-en-ar"), layout="opus")
-    images = start_image_server()
+    images = DemoImageHost().start()
     wiki = WikiStandIn(WIKI_SAMPLES).start()
     manifest = folder / "demo.yaml"
-    raw = demo_manifest(images.server_address[1], Path(model), wiki.api_url)
+    raw = demo_manifest(images.port, Path(model), wiki.api_url)
     manifest.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     yield manifest
     wiki.stop()
-    images.shutdown()
+    images.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from pipeline.config import TranslationConfig
+from standins.tiny_model import build_tiny_model
 from translators.stage import TranslateCaptions
-from translators.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")

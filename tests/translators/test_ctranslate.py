@@ -10,6 +10,7 @@ import pytest
 import sentencepiece as spm
 
 from pipeline.config import TranslationConfig
+from standins.tiny_model import ENGLISH
 from translators.ctranslate import (
     CTranslate2Handler,
     ModelFolderError,
@@ -21,7 +22,6 @@ from translators.ctranslate import (
     resolve_device,
     tokenize,
 )
-from translators.tiny import ENGLISH
 
 CAPTIONS = [
     "A man riding a bicycle down a city street.",

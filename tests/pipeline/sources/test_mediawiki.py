@@ -27,7 +27,7 @@ from pipeline.sources.mediawiki import (
     html_to_text,
     page_from_answer,
 )
-from pipeline.wiki_standin import (
+from standins.wiki import (
     Fault,
     WikiStandIn,
     hang_up_fault,
@@ -520,7 +520,7 @@ def test_stand_in_serves_a_folder_from_the_command_line(tmp_path):
     facts = {"Giza_pyramid.jpg": FILES["Pyramids of Giza.jpg"], "Gone.jpg": {"missing": True}}
     (tmp_path / "files.json").write_text(json.dumps(facts), encoding="utf-8")
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.wiki_standin", str(tmp_path)],
+        [sys.executable, "-m", "standins.wiki", str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
     )

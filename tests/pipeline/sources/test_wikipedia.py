@@ -18,7 +18,7 @@ from records_of import drops_of, pairs_of
 from pipeline.records import GENUINE, pair_id
 from pipeline.sources import wikipedia
 from pipeline.sources.wikipedia import ReadWikipedia, WikipediaSource, crawl, parse_dump
-from pipeline.wiki_standin import WikiStandIn, maxlag_fault, status_fault
+from standins.wiki import WikiStandIn, maxlag_fault, status_fault
 
 AGENT = "arabic-pairs-tests/0.1 (https://example.org/arabic-pairs; tests@example.org)"
 UPLOAD = "//upload.wikimedia.org/wikipedia/commons/thumb"

@@ -8,7 +8,7 @@ import os
 import ctranslate2
 import pytest
 
-from translators.tiny import build_random_model, build_tiny_model, main
+from standins.tiny_model import build_random_model, build_tiny_model, main
 
 
 def test_cli_builds_each_layout(tmp_path, capsys):

@@ -14,7 +14,7 @@ small trained models and the CTranslate2 vocabulary is their pieces followed by 
 (`▁x00000`, …) up to the size: tokenization uses the real pieces; the decoder may emit synthetic
 ones, which decode to SentencePiece's unknown mark.
 
-    python -m translators.tiny OUT_DIR [--layout opus|nllb] [--seed N]
+    python -m standins.tiny_model OUT_DIR [--layout opus|nllb] [--seed N]
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ def build_random_model(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m translators.tiny",
+        prog="python -m standins.tiny_model",
         description="Build a tiny random-weight CTranslate2 en→ar model (tests and the demo).",
     )
     parser.add_argument("out_dir", help="the model folder to create")

@@ -32,7 +32,7 @@ a map from file name to `{"repository": "shared"|"local", "width", "height", "si
 "license", "license_url", "artist" (HTML), "credit", "non_free"}` or `{"missing": true}`),
 or from dicts (`pages={title: html}`, `files={name: facts}`).
 
-`python -m pipeline.wiki_standin FOLDER [--port N]` serves a folder until killed and prints
+`python -m standins.wiki FOLDER [--port N]` serves a folder until killed and prints
 its API URL on the first line.
 """
 
@@ -45,15 +45,15 @@ import hashlib
 import html
 import json
 import re
-import sys
 import threading
 import time
 import zlib
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote
+
+from standins.server import LoopbackServer, QuietHandler
 
 MAX_TITLES = 50
 ALLPAGES_MAX = 500
@@ -182,7 +182,7 @@ def _meta(value: Any, source: str = "commons-desc-page") -> dict[str, Any]:
     return {"value": value, "source": source, "hidden": ""}
 
 
-class WikiStandIn:
+class WikiStandIn(LoopbackServer):
     """`with WikiStandIn(folder) as wiki: MediaWikiClient(wiki.api_url, ...)`.
 
     `host`: the wiki's public host, for `descriptionurl` of local files. `delay`: seconds
@@ -199,6 +199,7 @@ class WikiStandIn:
         delay: float = 0.0,
         port: int = 0,
     ):
+        super().__init__(_Handler, port)
         self.host = host
         self.delay = delay
         self.pages: dict[str, str] = {}
@@ -221,32 +222,10 @@ class WikiStandIn:
         self.max_in_flight = 0
         self._faults: dict[str, collections.deque[Fault]] = {}
         self._lock = threading.Lock()
-        self._httpd = _Server(("127.0.0.1", port), self._handler_class())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-
-    # ------------------------------------------------------------------------ lifecycle
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/w/api.php"
-
-    def start(self) -> WikiStandIn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> WikiStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.url("/w/api.php")
 
     # ------------------------------------------------------------------------ faults and log
 
@@ -470,76 +449,60 @@ class WikiStandIn:
             return 200, {"Content-Type": "text/html; charset=utf-8", **extra}, page.encode()
         return 200, {"Content-Type": "application/json; charset=utf-8", **extra}, text.encode()
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        wiki = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
+    server: WikiStandIn
 
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-                self._serve(parse_qsl(self.path.partition("?")[2], keep_blank_values=True))
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self._serve(parse_qsl(self.path.partition("?")[2], keep_blank_values=True))
 
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode("utf-8", "replace")
-                query = parse_qsl(self.path.partition("?")[2], keep_blank_values=True)
-                self._serve(query + parse_qsl(body, keep_blank_values=True))
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace")
+        query = parse_qsl(self.path.partition("?")[2], keep_blank_values=True)
+        self._serve(query + parse_qsl(body, keep_blank_values=True))
 
-            def _serve(self, pairs: list[tuple[str, str]]) -> None:
-                params = dict(pairs)
-                headers = dict(self.headers.items())
-                with wiki._lock:
-                    wiki.log.append(LoggedRequest(time.monotonic(), self.command, params, headers))
-                    wiki.in_flight += 1
-                    wiki.max_in_flight = max(wiki.max_in_flight, wiki.in_flight)
-                try:
-                    if wiki.delay:
-                        time.sleep(wiki.delay)
-                    if self.path.partition("?")[0] != "/w/api.php":
-                        self._send(404, {"Content-Type": "text/plain"}, b"not found")
-                        return
-                    reply = wiki._respond(self.command, params, headers)
-                    if isinstance(reply, Fault):
-                        self._fault(reply)
-                    else:
-                        self._send(*reply)
-                finally:
-                    with wiki._lock:
-                        wiki.in_flight -= 1
+    def _serve(self, pairs: list[tuple[str, str]]) -> None:
+        wiki = self.server
+        params = dict(pairs)
+        headers = dict(self.headers.items())
+        with wiki._lock:
+            wiki.log.append(LoggedRequest(time.monotonic(), self.command, params, headers))
+            wiki.in_flight += 1
+            wiki.max_in_flight = max(wiki.max_in_flight, wiki.in_flight)
+        try:
+            if wiki.delay:
+                time.sleep(wiki.delay)
+            if self.path.partition("?")[0] != "/w/api.php":
+                self._send(404, {"Content-Type": "text/plain"}, b"not found")
+                return
+            reply = wiki._respond(self.command, params, headers)
+            if isinstance(reply, Fault):
+                self._fault(reply)
+            else:
+                self._send(*reply)
+        finally:
+            with wiki._lock:
+                wiki.in_flight -= 1
 
-            def _fault(self, fault: Fault) -> None:
-                if fault.wait:
-                    time.sleep(fault.wait)
-                if fault.hang_up:
-                    self.close_connection = True
-                    return
-                self._send(fault.status, dict(fault.headers), fault.body)
+    def _fault(self, fault: Fault) -> None:
+        if fault.wait:
+            time.sleep(fault.wait)
+        if fault.hang_up:
+            self.close_connection = True
+            return
+        self._send(fault.status, dict(fault.headers), fault.body)
 
-            def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                accepted = self.headers.get("Accept-Encoding", "")
-                if body and "gzip" in [e.split(";")[0].strip() for e in accepted.split(",")]:
-                    body = gzip.compress(body)
-                    headers = {**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-    def handle_error(self, request, client_address) -> None:
-        # A client that timed out and closed its connection: expected in the fault tests.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        accepted = self.headers.get("Accept-Encoding", "")
+        if body and "gzip" in [e.split(";")[0].strip() for e in accepted.split(",")]:
+            body = gzip.compress(body)
+            headers = {**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def main(argv: list[str] | None = None) -> None:

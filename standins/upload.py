@@ -1,6 +1,6 @@
 """A stand-in for upload.wikimedia.org that keeps today's rules, for tests, the demo and the
-politeness benchmark: a real threaded HTTP server on 127.0.0.1 (or `UploadRules` inside
-another server, as the demo's image host uses it under `/wikimedia/`).
+politeness benchmark: `UploadRules` mounted on the image host, at its root (`UploadStandIn`) or
+under a prefix (the demo's host serves it under `/wikimedia/` beside the other hosts).
 
 What it does, as the live host does (FORMATS.md §5c):
 
@@ -22,15 +22,13 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import NamedTuple
 
 from PIL import Image
 
 from pipeline import wikimedia
+from standins.images import JPEG, NOT_FOUND, ImageHost, Reply
 
 STEPS_BODY = (
     b"<html><body><h1>Use thumbnail steps</h1><p>This thumbnail width is not served. Use one "
@@ -44,12 +42,6 @@ NOT_SCALED_BODY = (
     b"<html><body><h1>Error generating thumbnail</h1><p>Image was not scaled, is the requested "
     b"width bigger than the source?</p></body></html>"
 )
-
-
-class Answer(NamedTuple):
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 class UploadRules:
@@ -66,7 +58,7 @@ class UploadRules:
         self._busy = 0
         self._lock = threading.Lock()
 
-    def enter(self, path: str) -> Answer | None:
+    def enter(self, path: str) -> Reply | None:
         """Counts a request in; its 429 when it is one too many."""
         with self._lock:
             self.log.append(path)
@@ -80,14 +72,14 @@ class UploadRules:
         headers = {"Content-Type": "text/html; charset=utf-8"}
         if with_retry_after:
             headers["Retry-After"] = "1"
-        return Answer(429, headers, BUSY_BODY)
+        return Reply(429, headers, BUSY_BODY)
 
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
 
     @contextlib.contextmanager
-    def request(self, path: str) -> Iterator[Answer | None]:
+    def request(self, path: str) -> Iterator[Reply | None]:
         """Counts the request in flight while the block answers it; gives its 429 when it is
         one too many (None: answer it)."""
         refused = self.enter(path)
@@ -96,44 +88,36 @@ class UploadRules:
         finally:
             self.leave()
 
-    def answer(self, path: str) -> Answer:
+    def answer(self, path: str) -> Reply:
         url = "https://upload.wikimedia.org" + path
         file = wikimedia.parse_upload_url(url)
         if file is None:
-            return Answer(404, {"Content-Type": "text/plain"}, b"not found")
+            return NOT_FOUND
         original = self.picture(wikimedia.original_path(file))
         if file.width is None:
-            return Answer(200, {"Content-Type": "image/jpeg"}, original)
+            return Reply(200, JPEG, original)
         if not wikimedia.is_step(file.width):
             with self._lock:
                 self.refused["steps"] += 1
-            return Answer(429, {"Content-Type": "text/html; charset=utf-8"}, STEPS_BODY)
+            return Reply(429, {"Content-Type": "text/html; charset=utf-8"}, STEPS_BODY)
         image = Image.open(io.BytesIO(original))
         if file.width >= image.width:
             with self._lock:
                 self.refused["not_scaled"] += 1
-            return Answer(400, {"Content-Type": "text/html; charset=utf-8"}, NOT_SCALED_BODY)
+            return Reply(400, {"Content-Type": "text/html; charset=utf-8"}, NOT_SCALED_BODY)
         height = max(1, round(image.height * file.width / image.width))
         thumb = image.convert("RGB").resize((file.width, height))
         out = io.BytesIO()
         if path.endswith(".png"):
             thumb.save(out, "PNG")
-            return Answer(200, {"Content-Type": "image/png"}, out.getvalue())
+            return Reply(200, {"Content-Type": "image/png"}, out.getvalue())
         thumb.save(out, "JPEG", quality=85)
-        return Answer(200, {"Content-Type": "image/jpeg"}, out.getvalue())
+        return Reply(200, JPEG, out.getvalue())
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def handle_error(self, request, client_address) -> None:
-        pass  # a client that gives up resets its connection: expected here
-
-
-class UploadStandIn:
-    """`UploadRules` served on 127.0.0.1: `with UploadStandIn(picture) as host: host.url(p)`.
-    `delay`: seconds each answer takes (the benchmark's service time)."""
+class UploadStandIn(ImageHost):
+    """`UploadRules` (`rules`) served on 127.0.0.1: `with UploadStandIn(picture) as host:
+    host.url(p)`. `delay`: seconds each answer takes (the benchmark's service time), in flight."""
 
     def __init__(
         self,
@@ -141,63 +125,11 @@ class UploadStandIn:
         max_in_flight: int | None = 2,
         delay: float = 0.0,
     ):
+        super().__init__(delay=delay)
         self.rules = UploadRules(picture, max_in_flight)
-        self.delay = delay
-        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+        self.mount("", self.rules)
 
     @property
     def root(self) -> str:
         """The prefix that stands for `https://upload.wikimedia.org` (for `images.url_map`)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, path: str) -> str:
-        return self.root + path
-
-    def start(self) -> UploadStandIn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> UploadStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes: with Nagle on, the body would wait for
-            # the client's delayed ACK of the headers (about 40 ms on Linux) every answer.
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-                path = self.path.split("?", 1)[0]
-                rules = standin.rules
-                # In flight until its body goes out: a client that read the whole answer may
-                # send its next request before this thread runs again.
-                with rules.request(path) as refused:
-                    if standin.delay:
-                        time.sleep(standin.delay)
-                    answer = refused or rules.answer(path)
-                    self.send_response(answer.status)
-                    for name, value in answer.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(answer.body)))
-                    self.end_headers()
-                self.wfile.write(answer.body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
+        return self.url("")
