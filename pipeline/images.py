@@ -51,13 +51,10 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import ipaddress
 import json
 import logging
-import math
 import os
 import re
-import socket
 import struct
 import threading
 import time
@@ -80,20 +77,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from PIL import Image, ImageOps, UnidentifiedImageError
-from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import MaxRetryError, ResponseError
-from urllib3.util.retry import Retry
 
-from pipeline import progress, wikimedia
-from pipeline.hosts import (
-    THROTTLE_STATUSES,
-    HostGate,
-    HostGates,
-    Ticket,
-    gates_for_run,
-    retry_after_seconds,
-)
+from pipeline import http, progress, wikimedia
+from pipeline.hosts import THROTTLE_STATUSES, HostGate, HostGates, Ticket, gates_for_run
+from pipeline.http import AddressPolicy, GuardedAdapter, PrivateAddressError, UnresolvableHostError
 from pipeline.manifest import ImagesConfig, images_thumb_width
 from pipeline.records import DROPPED, Drop, Pair, SpreadPairs, drop, failed
 from pipeline.store import ImageStore, PackWriter, StoredImage, StoreIndex, parse_ref
@@ -111,21 +98,14 @@ DEFAULT_USER_AGENT = (
 )
 
 MAX_REDIRECTS = 5
-# Statuses urllib3 retries at once with backoff, per request. 429 and 503 are the host's own
-# business: they slow every request to it (pipeline.hosts) and the pair is tried again later.
-RETRY_STATUSES = frozenset({500, 502, 504})
 # When the thumbnail asked instead of a source's URL fails with one of these (a bitmap narrower
 # than the step is not scaled up; a mirror in `url_map` may hold originals only), the URL the
 # source gave is fetched instead.
 THUMB_FALLBACK_STATUSES = frozenset({400, 404, 410, 415, 422, 500})
 REFUSAL_BODY_BYTES = 4096  # of a 429's body, read to tell a permanent refusal from a busy host
 POLL = 0.02  # seconds between looks at a host gate another thread holds
-BACKOFF_FACTOR = 0.5  # seconds: waits of 0, 1, 2, 4 ... between retries
-BACKOFF_MAX = 8.0
 OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai"})
 CHUNK_BYTES = 64 * 1024
-# How long an address check of one host is reused (seconds).
-ADDRESS_CHECK_TTL = 60.0
 # Formats Pillow may open (JPEG's opener also returns multi-picture MPO files). Leaves out the
 # plugins that run external programs (EPS through Ghostscript) and the formats no image host
 # serves for photographs (PSD, ICNS, FITS, ...). AVIF only where Pillow was built with it.
@@ -196,148 +176,6 @@ def map_url(url: str, url_map: Sequence[tuple[str, str]]) -> str:
         if url.startswith(old):
             return new + url[len(old) :]
     return url
-
-
-def is_public_address(address: str) -> bool:
-    """True for a globally routable unicast address; False for private, loopback, link-local,
-    reserved, multicast, unspecified and shared (100.64/10) ones, IPv4-mapped IPv6 included."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_multicast
-        or ip.is_unspecified
-    )
-
-
-class PrivateAddressError(Exception):
-    """Raised inside a connection whose peer is not allowed. Not an OSError on purpose: urllib3
-    retries OSErrors, and this must end the request at once."""
-
-
-class AddressPolicy:
-    """Which addresses requests may go to: public ones always, the rest only when
-    `allow_private` (the manifest's `allow_private_hosts`, for tests and the demo).
-
-    `trusted_networks` (CIDR strings) are allowed even when `allow_private` is False. It is not
-    a manifest option: tests use it to let their 127.0.0.1 server through while a redirect to
-    10.0.0.1 or 169.254.169.254 is still refused.
-
-    A host is checked twice. Before any connection, every address `getaddrinfo` gives for it
-    must be allowed, so a refused host is never contacted. Then, because urllib3 resolves the
-    name again to connect (a DNS-rebinding server can answer differently the second time), the
-    connected socket's peer address is checked again before any byte of the request is sent
-    (`GuardedAdapter`).
-    """
-
-    def __init__(self, allow_private: bool, trusted_networks: Sequence[str] = ()):
-        self.allow_private = allow_private
-        self._trusted = tuple(ipaddress.ip_network(n) for n in trusted_networks)
-        self._checked: dict[tuple[str, int], float] = {}
-
-    def allows(self, address: str) -> bool:
-        if self.allow_private:
-            return True
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if any(ip.version == n.version and ip in n for n in self._trusted):
-            return True
-        return is_public_address(address)
-
-    def check_url(self, url: str) -> None:
-        """Raises `Rejected` unless every address of the URL's host is allowed."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        if self.allow_private:
-            return
-        now = time.monotonic()
-        if self._checked.get((host, port), 0.0) > now:
-            return
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as err:
-            raise Rejected("connection_error", f"cannot resolve {host!r}: {err}") from None
-        for info in infos:
-            address = info[4][0]
-            if not self.allows(address):
-                raise Rejected("private_address", f"{host} resolves to {address}")
-        self._checked[(host, port)] = now + ADDRESS_CHECK_TTL
-
-    def check_peer(self, sock: socket.socket, host: str) -> None:
-        if self.allow_private:
-            return
-        address = sock.getpeername()[0]
-        if not self.allows(address):
-            raise PrivateAddressError(f"{host} connected to {address}")
-
-
-def _guarded_pool_classes(policy: AddressPolicy) -> dict[str, type]:
-    """urllib3 pool classes whose connections check their peer address right after connecting."""
-
-    def checked(conn_cls: type) -> type:
-        class Checked(conn_cls):
-            def _new_conn(self) -> socket.socket:
-                sock = super()._new_conn()
-                try:
-                    policy.check_peer(sock, self.host)
-                except PrivateAddressError:
-                    sock.close()
-                    raise
-                return sock
-
-        return Checked
-
-    class Pool(HTTPConnectionPool):
-        ConnectionCls = checked(HTTPConnectionPool.ConnectionCls)
-
-    class TlsPool(HTTPSConnectionPool):
-        ConnectionCls = checked(HTTPSConnectionPool.ConnectionCls)
-
-    return {"http": Pool, "https": TlsPool}
-
-
-class GuardedAdapter(HTTPAdapter):
-    """An `HTTPAdapter` whose connections refuse a peer address the policy does not allow."""
-
-    def __init__(self, policy: AddressPolicy, **kwargs: Any):
-        self._policy = policy  # before super().__init__, which builds the pool manager
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _guarded_pool_classes(self._policy)
-
-
-class BoundedRetry(Retry):
-    """`Retry` that gives up, instead of sleeping, when a server's Retry-After exceeds
-    `give_up_after` seconds (the download's deadline): the status is then the drop reason.
-    It retries only `status_forcelist` (500, 502, 504) and connection errors."""
-
-    give_up_after: float = math.inf
-    # urllib3 retries 413, 429 and 503 carrying Retry-After even outside status_forcelist: here
-    # 429 and 503 are the host gate's to handle (pipeline.hosts), never retried in place.
-    RETRY_AFTER_STATUS_CODES = frozenset()
-
-    def new(self, **kwargs: Any) -> BoundedRetry:
-        retry = super().new(**kwargs)
-        retry.give_up_after = self.give_up_after
-        return retry
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, **kwargs):
-        if response is not None and self.respect_retry_after_header:
-            try:
-                wait = self.get_retry_after(response)
-            except urllib3.exceptions.InvalidHeader:
-                wait = None
-            if wait is not None and wait > self.give_up_after:
-                # With raise_on_status=False urllib3 returns the response as it is.
-                reason = ResponseError(f"Retry-After {wait:g}s exceeds {self.give_up_after:g}s")
-                raise MaxRetryError(_pool, url, reason)
-        return super().increment(method, url, response, error, _pool, **kwargs)
 
 
 def robots_opt_out(values: Sequence[str], token: str) -> bool:
@@ -605,35 +443,15 @@ class ImageFetcher:
         self.policy = AddressPolicy(config.allow_private_hosts, trusted_networks)
         self.user_agent = config.user_agent or DEFAULT_USER_AGENT
         self._robots_token = re.match(r"[^/\s]*", self.user_agent).group(0).lower()
-        retry = BoundedRetry(
-            total=config.retries,
-            connect=config.retries,
-            read=False,  # a read timeout is raised as itself: it is a `timeout`, not retried
-            status=config.retries,
-            other=0,
-            redirect=False,  # redirects are followed in `download`, each hop checked
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"GET"}),
-            backoff_factor=BACKOFF_FACTOR,
-            backoff_max=BACKOFF_MAX,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            raise_on_redirect=False,
+        self.session = http.session(
+            {"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.8"},
+            GuardedAdapter(
+                self.policy,
+                pool_connections=max(10, config.per_host * 2),
+                pool_maxsize=config.concurrency,
+                max_retries=http.bounded_retry(config.retries, give_up_after=config.deadline),
+            ),
         )
-        retry.give_up_after = config.deadline
-        self.session = requests.Session()
-        # No proxies or .netrc credentials from the environment: a proxy would hide the peer
-        # address from the check, and credentials must not go to arbitrary image hosts.
-        self.session.trust_env = False
-        self.session.headers.update({"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.8"})
-        adapter = GuardedAdapter(
-            self.policy,
-            pool_connections=max(10, config.per_host * 2),
-            pool_maxsize=config.concurrency,
-            max_retries=retry,
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
 
     def close(self) -> None:
         self.session.close()
@@ -806,7 +624,12 @@ class ImageFetcher:
     def _download(self, target: str, gate: HostGate | None, deadline: float) -> bytes:
         url = self.request_url(target)
         for _ in range(MAX_REDIRECTS + 1):
-            self.policy.check_url(url)
+            try:
+                self.policy.check_url(url)
+            except PrivateAddressError as err:
+                raise Rejected("private_address", str(err)) from None
+            except UnresolvableHostError as err:
+                raise Rejected("connection_error", str(err)) from None
             response = self._get(url, deadline)
             with response:
                 if response.is_redirect:
@@ -839,7 +662,7 @@ class ImageFetcher:
         body = b"".join(chunks)
         if wikimedia.is_steps_refusal(status, body, url):
             raise Rejected("thumbnail_width_refused", url)
-        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        retry_after = http.retry_after(response)
         final = retry_after is not None and retry_after > self.config.max_pause
         detail = f"{url}: Retry-After {response.headers.get('Retry-After')}" if final else url
         raise HostRefused(Throttled(status, retry_after, detail, final))
@@ -848,10 +671,7 @@ class ImageFetcher:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise Rejected("timeout", f"deadline of {self.config.deadline:g}s passed")
-        timeout = (
-            min(self.config.connect_timeout, remaining),
-            min(self.config.read_timeout, remaining),
-        )
+        timeout = http.timeouts(self.config.connect_timeout, self.config.read_timeout, remaining)
         try:
             return self.session.get(url, stream=True, allow_redirects=False, timeout=timeout)
         except PrivateAddressError as err:

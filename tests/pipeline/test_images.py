@@ -42,6 +42,7 @@ from PIL import Image
 from records_of import image_pair
 
 from pipeline.hosts import HostGates
+from pipeline.http import is_public_address
 from pipeline.images import (
     DEFAULT_USER_AGENT,
     FetchImages,
@@ -52,7 +53,6 @@ from pipeline.images import (
     Rejected,
     Throttled,
     decode_image,
-    is_public_address,
     normalize_url,
     open_image,
     robots_opt_out,
