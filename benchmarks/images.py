@@ -148,7 +148,7 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
-    from pipeline.images import _FetchImagesFn
+    from pipeline.images.stage import _FetchImagesFn
     from pipeline.manifest import ImagesConfig
     from pipeline.records import GENUINE, Drop, Pair
     from pipeline.store import ImageStore
@@ -265,7 +265,7 @@ def measure_draft(folder: Path, count: int) -> dict:
     import imagehash
     from PIL import Image
 
-    from pipeline.images import decode_image, open_image, resize_image, store_image
+    from pipeline.images.codec import decode_image, open_image, resize_image, store_image
     from pipeline.manifest import ImagesConfig
 
     config = ImagesConfig(size=SIZE, quality=QUALITY)

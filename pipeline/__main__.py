@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline import progress  # noqa: E402
 from pipeline.build import build_pipeline, check_buildable  # noqa: E402
-from pipeline.images import resolve_cache  # noqa: E402
+from pipeline.images.cache import resolve_cache  # noqa: E402
 from pipeline.manifest import ManifestError, load_manifest  # noqa: E402
 from pipeline.stats import check_stats  # noqa: E402
 from pipeline.write import DATA_DIR, join, shard_count, shard_name  # noqa: E402

@@ -33,7 +33,7 @@ from pipeline.dedupe import (
     to_columns,
     url_key,
 )
-from pipeline.images import store_image
+from pipeline.images.codec import store_image
 from pipeline.manifest import ImagesConfig
 from pipeline.records import GENUINE, TRANSLATED, Pair
 

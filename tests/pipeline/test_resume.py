@@ -34,7 +34,8 @@ from records_of import image_pair
 from pipeline import demo, progress
 from pipeline.__main__ import main
 from pipeline.hosts import HostGates
-from pipeline.images import ImageFetcher, image_store, resolve_cache
+from pipeline.images.cache import image_store, resolve_cache
+from pipeline.images.fetcher import ImageFetcher
 from pipeline.manifest import ImagesConfig, ManifestError, parse_manifest
 from pipeline.records import Drop, Pair
 from pipeline.store import ImageStore
