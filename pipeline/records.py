@@ -181,7 +181,8 @@ COLUMN_DOCS = {
 }
 
 
-# The file extension of each stored encoding, for the `image.path` of a row.
+# The file extension of each stored encoding, for the `image.path` of a row; the images stage's
+# encodings (pipeline.images.codec.ENCODINGS) take theirs from here.
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 

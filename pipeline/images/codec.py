@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.manifest import ImagesConfig
+from pipeline.records import EXTENSIONS
 from pipeline.store import StoredImage
 
 # Formats Pillow may open (JPEG's opener also returns multi-picture MPO files). Leaves out the
@@ -37,10 +38,15 @@ Image.init()
 ALLOWED_FORMATS = tuple(
     f for f in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF") if f in Image.OPEN
 )
-ENCODINGS = {  # config.format -> (Pillow format, MIME type, file extension)
-    "jpeg": ("JPEG", "image/jpeg", "jpg"),
-    "png": ("PNG", "image/png", "png"),
-    "webp": ("WEBP", "image/webp", "webp"),
+# config.format -> (Pillow format, MIME type, file extension); the extension is the one a row's
+# image is named with (pipeline.records.EXTENSIONS).
+ENCODINGS = {
+    fmt: (pillow_format, mime_type, EXTENSIONS[mime_type])
+    for fmt, (pillow_format, mime_type) in {
+        "jpeg": ("JPEG", "image/jpeg"),
+        "png": ("PNG", "image/png"),
+        "webp": ("WEBP", "image/webp"),
+    }.items()
 }
 # Pillow's `reducing_gap`: shrink by an integer factor with a box filter first, then Lanczos;
 # 3.0 is indistinguishable from a plain Lanczos resize and several times faster on big images.
