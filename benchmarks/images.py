@@ -148,7 +148,7 @@ def _ours_worker(job: tuple[list[str], str]) -> dict:
     from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
     from pipeline.config import ImagesConfig
-    from pipeline.images import _FetchImagesFn
+    from pipeline.images.stage import _FetchImagesFn
     from pipeline.records import DROPPED, GENUINE, Drop, Pair
     from pipeline.store import ImageStore
 
@@ -266,7 +266,7 @@ def measure_draft(folder: Path, count: int) -> dict:
     from PIL import Image
 
     from pipeline.config import ImagesConfig
-    from pipeline.images import decode_image, open_image, resize_image, store_image
+    from pipeline.images.codec import decode_image, open_image, resize_image, store_image
 
     config = ImagesConfig(size=SIZE, quality=QUALITY)
 

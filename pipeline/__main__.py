@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from pipeline import progress  # noqa: E402
 from pipeline.build import build_pipeline, check_buildable  # noqa: E402
 from pipeline.files import join  # noqa: E402
-from pipeline.images import resolve_cache  # noqa: E402
+from pipeline.images.cache import cache_folder, resolve_cache  # noqa: E402
 from pipeline.manifest import ManifestError, load_manifest  # noqa: E402
 from pipeline.stats import check_stats  # noqa: E402
 from pipeline.write import DATA_DIR, shard_count, shard_name  # noqa: E402
@@ -117,7 +117,7 @@ def run(
     ]
     print(f"output: {output_dir}")
     print(format_accounting(stats))
-    image_cache = manifest.images.cache if manifest.images.fetch else None
+    image_cache = cache_folder(manifest.images) if manifest.images.fetch else None
     for line in progress.reuse_lines(progress.counter_totals(p.result), image_cache):
         print(line)
     if stats["kept"] == 0:

@@ -28,8 +28,6 @@ Flink the limits are per worker process (README, "Politeness").
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import random
 import threading
 import time
@@ -42,25 +40,6 @@ RESET_AFTER = 8  # clean answers after which a host's next pause is `pause` agai
 PROBE_AFTER = 60.0  # seconds a refused concurrency level stays out of reach
 THROTTLE_STATUSES = frozenset({429, 503})
 BURST_SECONDS = 1.0  # a bytes/s bucket holds this many seconds' worth
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date, taken as GMT when it
-    names no zone), never negative; None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 class Ticket(NamedTuple):

@@ -202,7 +202,8 @@ if {c.name for c in COLUMNS} - {IMAGE_COLUMN} - set(Pair._fields):  # caught by 
     raise TypeError("every output column but image must be a Pair field")
 
 
-# The file extension of each stored encoding, for the `image.path` of a row.
+# The file extension of each stored encoding, for the `image.path` of a row; the images stage's
+# encodings (pipeline.images.codec.ENCODINGS) take theirs from here.
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 

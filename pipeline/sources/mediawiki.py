@@ -21,6 +21,10 @@ not the expected shape), `api_<code>` (any other Action API error, e.g. `api_mis
 `bad_url` (an `api` requests cannot use: a configuration error, never retried).
 After `retries` retries the reason is the last failure's.
 
+The session, the timeouts and the reading of `Retry-After` are `pipeline.http`'s, as the image
+fetcher's are. Its address guard is not applied: `api` is the manifest's own endpoint, not an
+address a record supplied.
+
 The answer parsers (`page_from_answer`, `file_infos_from_answer`, `titles_from_answer`) are
 pure functions that accept both `formatversion=2` and the older `formatversion=1` shapes.
 """
@@ -38,7 +42,7 @@ import requests
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
 from requests.adapters import HTTPAdapter
 
-from pipeline.hosts import retry_after_seconds
+from pipeline import http
 
 # Titles per `titles=` parameter for a client without the apihighlimits right (bots get 500).
 MAX_TITLES = 50
@@ -258,11 +262,6 @@ def file_infos_from_answer(
 # ---------------------------------------------------------------------------- the client
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from the answer's `Retry-After` header; None if absent."""
-    return retry_after_seconds(response.headers.get("Retry-After"))
-
-
 class _Again(Exception):
     """One attempt failed in a way worth retrying, after `wait` seconds (None: backoff)."""
 
@@ -348,20 +347,15 @@ class MediaWikiClient:
         self._params = {"format": "json", "formatversion": "2"}
         if maxlag:
             self._params["maxlag"] = str(maxlag)
-        self.session = requests.Session()
-        # No proxies or .netrc credentials from the environment.
-        self.session.trust_env = False
-        self.session.headers.update(
+        # No urllib3 retries (max_retries=0): every retry goes through `_call`'s loop.
+        self.session = http.session(
             {
                 "User-Agent": self.user_agent,
                 "Accept-Encoding": "gzip",
                 "Accept": "application/json",
-            }
+            },
+            HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0),
         )
-        # No urllib3 retries (max_retries=0): every retry goes through `_call`'s loop.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
 
     def close(self) -> None:
         self.session.close()
@@ -465,7 +459,9 @@ class MediaWikiClient:
             with self._count_lock:
                 self.requests_made += 1
             try:
-                response = self.session.get(self.api, params=query, timeout=self.timeout)
+                response = self.session.get(
+                    self.api, params=query, timeout=http.timeouts(self.timeout, self.timeout)
+                )
             except requests.exceptions.Timeout as err:
                 raise _Again("timeout", type(err).__name__, None) from None
             except requests.exceptions.ContentDecodingError as err:
@@ -478,7 +474,7 @@ class MediaWikiClient:
         with response:
             status = response.status_code
             if status in RETRY_STATUSES:
-                raise _Again(f"http_{status}", response.reason, _retry_after(response))
+                raise _Again(f"http_{status}", response.reason, http.retry_after(response))
             if status != 200:
                 raise MediaWikiError(f"http_{status}", f"{response.reason}: {response.text[:200]}")
             try:
@@ -489,5 +485,7 @@ class MediaWikiClient:
         if isinstance(answer, Mapping):
             error = answer.get("error")
             if isinstance(error, Mapping) and error.get("code") == "maxlag":
-                raise _Again("maxlag", str(error.get("info") or "")[:300], _retry_after(response))
+                raise _Again(
+                    "maxlag", str(error.get("info") or "")[:300], http.retry_after(response)
+                )
         return answer

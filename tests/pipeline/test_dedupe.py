@@ -34,7 +34,7 @@ from pipeline.dedupe import (
     to_columns,
     url_key,
 )
-from pipeline.images import store_image
+from pipeline.images.codec import store_image
 from pipeline.records import GENUINE, TRANSLATED, Pair
 
 SOURCES = ("wit", "wit#2", "conceptual_captions", "coco")

@@ -14,8 +14,8 @@ from pipeline.hosts import (
     HostGates,
     Ticket,
     merge_host_stats,
-    retry_after_seconds,
 )
+from pipeline.http import retry_after_seconds
 
 
 class Clock:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import inspect
 import io
+import re
 import socket
 import tempfile
 import threading
@@ -41,22 +43,20 @@ from PIL import Image
 from records_of import image_pair
 
 from pipeline.hosts import HostGates
-from pipeline.images import (
+from pipeline.http import is_public_address
+from pipeline.images import FetchImages, codec, fetcher, scheduler, stage
+from pipeline.images.codec import Rejected, decode_image, open_image, store_image
+from pipeline.images.fetcher import (
     DEFAULT_USER_AGENT,
-    FetchImages,
-    FetchScheduler,
     ImageFetcher,
     Loaded,
     Miss,
-    Rejected,
     Throttled,
-    decode_image,
-    is_public_address,
     normalize_url,
-    open_image,
     robots_opt_out,
-    store_image,
 )
+from pipeline.images.scheduler import FetchScheduler
+from pipeline.images.stage import REASONS, is_declared
 from pipeline.manifest import HostLimits, ImagesConfig
 from pipeline.records import Drop, Pair
 from pipeline.store import ImageStore
@@ -320,9 +320,19 @@ def test_an_unexpected_error_is_counted_not_raised(server, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("pipeline.images.store_image", broken)
+    monkeypatch.setattr("pipeline.images.fetcher.store_image", broken)
     result = fetch_one(ImagesConfig(), url)
     assert reason(result) == "images_error" and result.detail == "RuntimeError: boom"
+
+
+def test_every_reason_the_stage_emits_is_declared_and_every_declared_one_is_emitted():
+    source = "".join(inspect.getsource(m) for m in (codec, fetcher, scheduler, stage))
+    emitted = set(re.findall(r'(?:Rejected|drop)\(\s*(?:pair,\s*)?f?"(\w+)', source))
+    assert {"bad_url", "too_small", "no_image", "http_"} <= emitted  # the pattern finds them
+    emitted = {"http_404" if r == "http_" else r for r in emitted} | {"images_error"}
+    assert sorted(r for r in emitted if not is_declared(r)) == []
+    assert emitted - {"http_404"} | {"http_<status>"} == set(REASONS)
+    assert is_declared("http_503") and not is_declared("http_") and not is_declared("http_x")
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,8 @@ from records_of import image_pair
 from pipeline import progress
 from pipeline.__main__ import main
 from pipeline.hosts import HostGates
-from pipeline.images import ImageFetcher, image_store, resolve_cache
+from pipeline.images.cache import cache_folder, image_store, resolve_cache
+from pipeline.images.fetcher import ImageFetcher
 from pipeline.manifest import ImagesConfig, ManifestError, parse_manifest
 from pipeline.records import Drop, Pair
 from pipeline.store import ImageStore
@@ -158,13 +159,28 @@ def test_the_store_of_a_run_is_the_cache_or_lives_in_its_staging_folder(tmp_path
     assert resolve_cache(ImagesConfig(cache="/elsewhere"), str(out)).cache == "/elsewhere"
     assert resolve_cache(ImagesConfig(cache=False), str(out)).cache is False
     staging = str(out / ".incoming-run")
-    for config in (ImagesConfig(), ImagesConfig(cache=False)):  # `auto` unresolved: no cache
-        store = image_store(config, staging)
-        assert not store.reuse and store.root == os.path.join(staging, "images")
+    store = image_store(ImagesConfig(cache=False), staging)
+    assert not store.reuse and store.root == os.path.join(staging, "images")
     cached = image_store(ImagesConfig(cache="/elsewhere"), staging)
     assert cached.reuse and os.path.dirname(cached.root) == "/elsewhere"
     remote = image_store(ImagesConfig(cache=False), "gs://bucket/out/.incoming-run")
     assert remote.root == "gs://bucket/out/.incoming-run/images"
+    resolved = image_store(resolve_cache(ImagesConfig(), str(out)), staging)
+    assert resolved.reuse and os.path.dirname(resolved.root) == str(out / "cache" / "images")
+
+
+def test_an_unresolved_auto_cache_is_refused_not_quietly_off(tmp_path):
+    """Only resolve_cache knows what `auto` is for a run; a store asked for before it ran must
+    not be a run without the cache."""
+    for cache in ("auto", True):
+        config = ImagesConfig(cache=cache)
+        with pytest.raises(ValueError, match=r"^images\.cache is .*resolve_cache"):
+            image_store(config, str(tmp_path / ".incoming-run"))
+        with pytest.raises(ValueError, match=r"resolve_cache"):
+            cache_folder(config)
+    assert cache_folder(ImagesConfig(cache=False)) is None
+    assert cache_folder(ImagesConfig(cache="/elsewhere")) == "/elsewhere"
+    assert not (tmp_path / ".incoming-run").exists()
 
 
 @pytest.mark.parametrize(
