@@ -55,19 +55,12 @@ def undeclared(reasons: Iterable[str]) -> list[str]:
 
 
 def markdown_table() -> str:
-    """Every reason as a Markdown table: reason, where it is declared, what it means."""
-    rows: dict[str, list[tuple[str, str]]] = {}
+    """Every declaration as rows of a Markdown table: stage, reason, meaning, in the order a
+    record meets them (a reason two stages share has a row in each)."""
+    lines = ["| stage | reason | meaning |", "| --- | --- | --- |"]
     for d in declarations():
         for name, text in d.items():
-            rows.setdefault(name, []).append((d.stage, text))
-    lines = ["| reason | stage | meaning |", "| --- | --- | --- |"]
-    for name, where in rows.items():
-        # A reason several stages give one meaning is one row; each other meaning its own.
-        meanings: dict[str, list[str]] = {}
-        for stage, text in where:
-            meanings.setdefault(text, []).append(stage)
-        for text, stages in meanings.items():
-            lines.append(f"| `{name}` | {', '.join(stages)} | {text.replace('|', '/')} |")
+            lines.append(f"| {d.stage} | `{name}` | {text.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,9 @@
 """The one record that flows through every stage, its drop twin, and the output schema.
 
 A `Pair` is immutable: a stage that learns something returns `pair._replace(...)`. A stage that
-rejects a pair emits a `Drop` naming the source and a snake_case reason on its `dropped` output;
-`pipeline.stats` counts those, so one counting path serves every stage.
+rejects a pair emits a `Drop` naming the source and one of its declared reasons
+(`pipeline.steps.Reasons`) on its `dropped` output; `pipeline.stats` counts those, so one
+counting path serves every stage.
 """
 
 import hashlib
@@ -107,16 +108,6 @@ def pair_id(source: str, source_key: str, caption: str) -> str:
     """
     digest = hashlib.sha256("\x1f".join((source, source_key, caption)).encode("utf-8"))
     return digest.hexdigest()[:32]
-
-
-def drop(pair: Pair, reason: str, detail: str | None = None) -> Drop:
-    """The `Drop` for a pair that a stage rejects."""
-    return Drop(pair.source_name, reason, pair.input_file, pair.input_line, detail)
-
-
-def failed(pair: Pair, stage: str, error: Exception) -> Drop:
-    """The `Drop` for a pair that a stage failed on unexpectedly: `<stage>_error`, never a crash."""
-    return drop(pair, f"{stage}_error", detail=f"{type(error).__name__}: {error}"[:300])
 
 
 # The output columns, in order: those the contract names first, provenance after. Every

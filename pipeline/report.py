@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import reasons
 from pipeline.dedupe import DropDuplicates
 from pipeline.files import join, read_text, write_bytes
 from pipeline.records import GENUINE, SCHEMA, TRANSLATED
@@ -482,10 +483,14 @@ def section_funnel(stats: dict) -> str:
     tables = []
     for name, s in stats["sources"].items():
         rows = [f"<tr><th>read</th>{_stat(f'{name}.read', s['read'])}</tr>"]
+        kind = name.split("#", 1)[0]
         for reason, _, _ in funnel_steps(s)[1:-1]:
             count = s["dropped"][reason]
+            # The reason's stage and meaning (pipeline.reasons), shown on hover.
+            declared = reasons.meaning(reason, kind)
+            title = f"{declared[0]}: {declared[1]}" if declared else "not a declared reason"
             rows.append(
-                f'<tr class="drop"><th>− {esc(reason)}</th>'
+                f'<tr class="drop"><th title="{esc(title)}">− {esc(reason)}</th>'
                 f"{_stat(f'{name}.dropped.{reason}', count)}</tr>"
             )
         rows.append(f'<tr class="kept"><th>kept</th>{_stat(f"{name}.kept", s["kept"])}</tr>')
@@ -496,7 +501,8 @@ def section_funnel(stats: dict) -> str:
     return (
         '<section id="funnel"><h2>Funnel: read → dropped → kept</h2>'
         "<p>Every record a source read is either kept or dropped under one reason "
-        "(<code>stats.json</code>); reasons are listed largest first.</p>"
+        "(<code>stats.json</code>); reasons are listed largest first, each explained on hover "
+        "(the README's table of drop reasons).</p>"
         f"{_img(plot_funnel(stats), 'funnel per source')}"
         f'<div class="tables">{"".join(tables)}</div></section>'
     )

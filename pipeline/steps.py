@@ -82,20 +82,30 @@ class Reasons(Mapping[str, str]):
             raise UndeclaredReason(f"{self.stage}: drop reason {reason!r} is not declared")
         return reason
 
-    def drop(self, pair: Pair, reason: str, detail: str | None = None) -> Drop:
-        """The `Drop` of `pair` under `reason`, counted. An undeclared reason becomes the
-        catch-all, its detail naming it, and is logged: a run never dies on it."""
+    def drop(
+        self, pair: Pair, reason: str, detail: str | None = None, *, count: bool = True
+    ) -> Drop:
+        """The `Drop` of `pair` under `reason`, counted (`count=False` off the DoFn's thread,
+        where Beam counters are not bound: the stage counts it when it routes it). An undeclared
+        reason becomes the catch-all, its detail naming it, and is logged: a run never dies on
+        it."""
         try:
             self.check(reason)
         except UndeclaredReason as err:
             _LOG.error("%s", err)
             reason, detail = self.catch_all, f"{err}: {detail}"[:300]
-        Metrics.counter(self.stage, f"dropped_{reason}").inc()
-        return Drop(pair.source_name, reason, pair.input_file, pair.input_line, detail)
+        dropped = Drop(pair.source_name, reason, pair.input_file, pair.input_line, detail)
+        return self.count(dropped) if count else dropped
 
-    def failed(self, pair: Pair, error: BaseException) -> Drop:
+    def failed(self, pair: Pair, error: BaseException, *, count: bool = True) -> Drop:
         """The catch-all `Drop` of a pair the stage failed on."""
-        return self.drop(pair, self.catch_all, f"{type(error).__name__}: {error}"[:300])
+        detail = f"{type(error).__name__}: {error}"[:300]
+        return self.drop(pair, self.catch_all, detail, count=count)
+
+    def count(self, dropped: Drop) -> Drop:
+        """`dropped`, counted under `<stage>:dropped_<reason>` (live progress only)."""
+        Metrics.counter(self.stage, f"dropped_{dropped.reason}").inc(dropped.count)
+        return dropped
 
     def checked(self, dropped: Drop) -> Drop:
         """A reader's `Drop` as it is when its reason is declared, else under the catch-all

@@ -2,9 +2,10 @@
 
 One module a job:
 
-- `stage`: `FetchImages`, the Beam part, and `REASONS`, every drop reason the stage emits;
+- `stage`: `FetchImages`, the Beam part;
 - `scheduler`: `FetchScheduler`, many pairs in flight, I/O and CPU on thread pools of their own;
-- `fetcher`: `ImageFetcher`, one pair's image from the cache, a file or a download;
+- `fetcher`: `ImageFetcher`, one pair's image from the cache, a file or a download, and
+  `REASONS`, every drop reason of the stage;
 - `codec`: verify, decode, resize, encode and hash one image (`store_image`);
 - `cache`: where the stored images go, and the image cache of later runs (`image_store`).
 
@@ -14,8 +15,8 @@ How the pipeline talks HTTP (timeouts, retries, Retry-After, the address guard) 
 
 from pipeline.images.cache import image_store, resolve_cache
 from pipeline.images.codec import store_image
-from pipeline.images.fetcher import STAGE, ImageFetcher
-from pipeline.images.stage import REASONS, FetchImages
+from pipeline.images.fetcher import REASONS, STAGE, ImageFetcher
+from pipeline.images.stage import FetchImages
 
 __all__ = [
     "REASONS",

@@ -38,11 +38,37 @@ from pipeline.config import ImagesConfig, images_thumb_width
 from pipeline.hosts import THROTTLE_STATUSES, HostGate, HostGates, Ticket
 from pipeline.http import AddressPolicy, GuardedAdapter, PrivateAddressError, UnresolvableHostError
 from pipeline.images.codec import Rejected, store_image
-from pipeline.records import Drop, Pair, drop, failed
+from pipeline.records import Drop, Pair
+from pipeline.steps import Reasons
 from pipeline.store import ImageStore, PackWriter, StoredImage, StoreIndex
 
 # The stage's name: its Beam counters, and the catch-all drop reason `images_error`.
 STAGE = "images"
+# Every reason the stage drops a pair for. `http_<status>` stands for a family: any final status
+# that is neither 2xx nor a redirect.
+REASONS = Reasons(
+    STAGE,
+    {
+        "no_image": "the pair has neither an image_path nor an image_url",
+        "bad_url": "the URL is not http(s) with a host, or requests cannot use it",
+        "private_address": "the host resolves or connects to an address that is not public "
+        "(allow_private_hosts lets any through)",
+        "connection_error": "the host cannot be resolved or reached, or the connection broke",
+        "timeout": "connecting, a read, or the whole download ran past its time",
+        "http_<status>": "the final answer was that status (http_404; http_429 or http_503 when "
+        "the host kept refusing or asked to wait longer than max_pause)",
+        "thumbnail_width_refused": "Wikimedia's upload host refused a thumbnail width that is not "
+        "a standard step",
+        "too_many_redirects": "more redirects than the fetcher follows",
+        "opted_out": "X-Robots-Tag says noai or noimageai to everyone or to our user agent",
+        "too_large": "over max_bytes, or over max_pixels (the decompression-bomb guard)",
+        "missing_image_file": "the image_path does not exist",
+        "read_error": "the image_path exists but cannot be read",
+        "not_an_image": "the bytes are not an image of an allowed format",
+        "decode_error": "the image is truncated or cannot be decoded or converted to RGB",
+        "too_small": "a side of the image is below min_size",
+    },
+)
 
 # Wikimedia asks for a contact: a real crawl sets `images.user_agent` with one.
 DEFAULT_USER_AGENT = (
@@ -141,7 +167,7 @@ def retry_throttled(throttled: Throttled, attempt: int, retries: int) -> bool:
 
 
 def throttled_drop(pair: Pair, throttled: Throttled) -> Drop:
-    return drop(pair, f"http_{throttled.status}", throttled.detail)
+    return REASONS.drop(pair, f"http_{throttled.status}", throttled.detail, count=False)
 
 
 def host_gates(config: ImagesConfig, share: int = 1) -> HostGates:
@@ -256,7 +282,7 @@ class ImageFetcher:
         naming the host to download from."""
         try:
             if not (pair.image_path or pair.image_url):
-                return drop(pair, "no_image")
+                return REASONS.drop(pair, "no_image", count=False)
             key = self.cache_key(pair)
             if key is not None:
                 cached = self.index.get(key)
@@ -272,9 +298,9 @@ class ImageFetcher:
                 return Loaded(self.read_file(pair.image_path), key)
             return Miss(key, self.gate_host(pair.image_url))
         except Rejected as rejected:
-            return drop(pair, rejected.reason, rejected.detail)
+            return REASONS.drop(pair, rejected.reason, rejected.detail, count=False)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
-            return failed(pair, STAGE, err)
+            return REASONS.failed(pair, err, count=False)
 
     def download_pair(
         self, pair: Pair, miss: Miss, gate: HostGate, ticket: Ticket
@@ -289,9 +315,9 @@ class ImageFetcher:
             refused = err.throttled
             return refused
         except Rejected as rejected:
-            return drop(pair, rejected.reason, rejected.detail)
+            return REASONS.drop(pair, rejected.reason, rejected.detail, count=False)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
-            return failed(pair, STAGE, err)
+            return REASONS.failed(pair, err, count=False)
         finally:
             retry_after = refused.retry_after if refused is not None else None
             gate.release(ticket, throttled=refused is not None, retry_after=retry_after)
@@ -302,9 +328,9 @@ class ImageFetcher:
         try:
             stored = store_image(loaded.data, self.config)
         except Rejected as rejected:
-            return drop(pair, rejected.reason, rejected.detail)
+            return REASONS.drop(pair, rejected.reason, rejected.detail, count=False)
         except Exception as err:  # noqa: BLE001 - one bad record is counted, never a crash
-            return failed(pair, STAGE, err)
+            return REASONS.failed(pair, err, count=False)
         return with_image(pair, stored, writer.append(stored, loaded.key))
 
     def read_file(self, path: str) -> bytes:
@@ -314,10 +340,10 @@ class ImageFetcher:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 data = f.read(limit + 1)
         except FileNotFoundError:
-            raise Rejected("missing_file", path) from None
+            raise Rejected("missing_image_file", path) from None
         except Exception as err:  # noqa: BLE001 - each filesystem raises its own kinds
             if not FileSystems.exists(path):
-                raise Rejected("missing_file", path) from None
+                raise Rejected("missing_image_file", path) from None
             raise Rejected("read_error", f"{path}: {type(err).__name__}: {err}"[:300]) from None
         if len(data) > limit:
             raise Rejected("too_large", f"{path} is over {limit} bytes")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 import uuid
 from collections.abc import Sequence
 
@@ -25,41 +24,13 @@ from pipeline import progress
 from pipeline.config import ImagesConfig
 from pipeline.hosts import gates_for_run
 from pipeline.images.codec import set_pillow_bomb_guard
-from pipeline.images.fetcher import STAGE, ImageFetcher, host_gates
+from pipeline.images.fetcher import REASONS, STAGE, ImageFetcher, host_gates
 from pipeline.images.scheduler import FetchScheduler
 from pipeline.records import DROPPED, Drop, SpreadPairs
+from pipeline.steps import Step
 from pipeline.store import ImageStore, parse_ref
 
 HOSTS = "hosts"  # the tag of the per-host counts
-
-# Every reason the stage drops a pair for. `http_<status>` stands for a family: any final status
-# that is neither 2xx nor a redirect.
-REASONS = {
-    "no_image": "the pair has neither an image_path nor an image_url",
-    "bad_url": "the URL is not http(s) with a host, or requests cannot use it",
-    "private_address": "the host resolves or connects to an address that is not public "
-    "(allow_private_hosts lets any through)",
-    "connection_error": "the host cannot be resolved or reached, or the connection broke",
-    "timeout": "connecting, a read, or the whole download ran past its time",
-    "http_<status>": "the final answer was that status (http_404; http_429 or http_503 when "
-    "the host kept refusing or asked to wait longer than max_pause)",
-    "thumbnail_width_refused": "Wikimedia's upload host refused a thumbnail width that is not "
-    "a standard step",
-    "too_many_redirects": "more redirects than the fetcher follows",
-    "opted_out": "X-Robots-Tag says noai or noimageai to everyone or to our user agent",
-    "too_large": "over max_bytes, or over max_pixels (the decompression-bomb guard)",
-    "missing_file": "the image_path does not exist",
-    "read_error": "the image_path exists but cannot be read",
-    "not_an_image": "the bytes are not an image of an allowed format",
-    "decode_error": "the image is truncated or cannot be decoded or converted to RGB",
-    "too_small": "a side of the image is below min_size",
-    f"{STAGE}_error": "anything unexpected on one pair (its detail names the exception)",
-}
-
-
-def is_declared(reason: str) -> bool:
-    """Whether `reason` is one of `REASONS`, `http_404` counting as `http_<status>`."""
-    return ("http_<status>" if re.fullmatch(r"http_\d+", reason) else reason) in REASONS
 
 
 class _FetchImagesFn(beam.DoFn):
@@ -156,7 +127,7 @@ class _FetchImagesFn(beam.DoFn):
             self._bytes.inc(nbytes)
             if isinstance(result, Drop):
                 self._dropped.inc()
-                Metrics.counter(STAGE, f"dropped_{result.reason}").inc()
+                REASONS.count(result)
                 yield beam.pvalue.TaggedOutput(DROPPED, WindowedValue(result, timestamp, (window,)))
             else:
                 self._kept.inc()
@@ -175,7 +146,7 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-class FetchImages(beam.PTransform):
+class FetchImages(Step):
     """Gets, verifies, hashes and stores the image of every pair. Returns `(pairs, dropped)`,
     and with `with_hosts` also the per-host counts `(host, {requests, throttled, pauses,
     paused_seconds, ...})` for `stats.json` (`pipeline.hosts.merge_host_stats`).
@@ -186,7 +157,12 @@ class FetchImages(beam.PTransform):
     untouched (URL-only rows) and nothing is dropped. `share`: the worker processes the run is
     known to have, among which a configured host's limits are divided (`pipeline.hosts`).
     `trusted_networks` is for tests only (see `pipeline.http.AddressPolicy`).
+
+    A `Step` by its declaration (`REASONS`, made by the fetcher); it judges pairs many at a
+    time, by its own `expand`, and counts each drop as it routes it.
     """
+
+    REASONS = REASONS
 
     def __init__(
         self,

@@ -54,6 +54,20 @@ class CocoSource:
     name: str = "coco"
 
 
+REASONS = Reasons(
+    "coco",
+    {
+        "malformed_annotation": "an annotation that is not an object with an id, or whose "
+        "caption is not text",
+        "empty_caption": "the annotation's caption is empty",
+        "unknown_image": "the annotation's image_id is not in the file's images",
+        "missing_image_file": "the image's file is not in image_root",
+        "no_image_url": "the image has no http(s) URL (coco_url or flickr_url)",
+    },
+    catch_all="coco_row_error",
+)
+
+
 COCO_IMAGES = "http://images.cocodataset.org"
 _SPLIT = re.compile(r"(?:train|val|test)\d{4}")
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -195,7 +209,7 @@ def parse_coco(
             yield parse_annotation(annotation, index, images, licenses, source, path, image_names)
         except Exception as err:  # noqa: BLE001 - one bad annotation is counted, never fatal
             detail = f"{type(err).__name__}: {err}"[:300]
-            yield Drop(source.name, f"{source.kind}_row_error", path, index, detail)
+            yield Drop(source.name, REASONS.catch_all, path, index, detail)
 
 
 def _parse_with_folder(stream, path: str, source: CocoSource) -> Iterator[Pair | Drop]:
@@ -209,19 +223,6 @@ class ReadCoco(ReadFiles):
     def __init__(self, source: CocoSource):
         super().__init__(source.paths, _parse_with_folder, source)
 
-
-REASONS = Reasons(
-    "coco",
-    {
-        "malformed_annotation": "an annotation that is not an object with an id, or whose "
-        "caption is not text",
-        "empty_caption": "the annotation's caption is empty",
-        "unknown_image": "the annotation's image_id is not in the file's images",
-        "missing_image_file": "the image's file is not in image_root",
-        "no_image_url": "the image has no http(s) URL (coco_url or flickr_url)",
-    },
-    catch_all="coco_row_error",
-)
 
 # COCO 2014 captions (FORMATS §3; the val count is unverified there), both in
 # annotations_trainval2014.zip, 241 MB on cocodataset.org's download page.

@@ -35,6 +35,18 @@ class ConceptualCaptionsSource:
     name: str = "conceptual_captions"
 
 
+REASONS = Reasons(
+    "conceptual_captions",
+    {
+        "invalid_utf8": "the line is not valid UTF-8",
+        "malformed_line": "a blank line, or a column count other than 2 or 5",
+        "empty_caption": "the caption column is empty",
+        "no_image_url": "the URL column is not an http(s) URL",
+    },
+    catch_all="conceptual_captions_row_error",
+)
+
+
 # Column counts of the plain files and of the labeled subset.
 _COLUMN_COUNTS = (2, 5)
 
@@ -82,7 +94,7 @@ def parse_conceptual_captions(
             yield parse_line(raw, source, path, line)
         except Exception as err:  # noqa: BLE001 - one bad line is counted, never fatal
             detail = f"{type(err).__name__}: {err}"[:300]
-            yield Drop(source.name, f"{source.kind}_row_error", path, line, detail)
+            yield Drop(source.name, REASONS.catch_all, path, line, detail)
 
 
 class ReadConceptualCaptions(ReadFiles):
@@ -91,17 +103,6 @@ class ReadConceptualCaptions(ReadFiles):
     def __init__(self, source: ConceptualCaptionsSource):
         super().__init__(source.paths, parse_conceptual_captions, source)
 
-
-REASONS = Reasons(
-    "conceptual_captions",
-    {
-        "invalid_utf8": "the line is not valid UTF-8",
-        "malformed_line": "a blank line, or a column count other than 2 or 5",
-        "empty_caption": "the caption column is empty",
-        "no_image_url": "the URL column is not an http(s) URL",
-    },
-    catch_all="conceptual_captions_row_error",
-)
 
 # Conceptual Captions (FORMATS §2). The training TSV is "a 500MB tsv file" (img2dataset's
 # dataset_examples/cc3m.md); the others in proportion to their lines (assumption). Both names

@@ -42,6 +42,18 @@ class Flickr8kSource:
     name: str = "flickr8k"
 
 
+REASONS = Reasons(
+    "flickr8k",
+    {
+        "invalid_utf8": "the line is not valid UTF-8",
+        "malformed_line": "a blank line, or a line that is not NAME.jpg#N<TAB>caption",
+        "empty_caption": "the caption is empty",
+        "missing_image_file": "the named image is not in the image folder",
+    },
+    catch_all="flickr8k_row_error",
+)
+
+
 # `NAME#N`: the image's file name, then the caption's number within its group.
 _KEY = re.compile(r"^(?P<name>[^\s#/\\]+)#(?P<n>\d+)$")
 
@@ -100,7 +112,7 @@ def parse_flickr8k(
             yield parse_line(raw, source, path, line, image_names)
         except Exception as err:  # noqa: BLE001 - one bad line is counted, never fatal
             detail = f"{type(err).__name__}: {err}"[:300]
-            yield Drop(source.name, f"{source.kind}_row_error", path, line, detail)
+            yield Drop(source.name, REASONS.catch_all, path, line, detail)
 
 
 def _parse_with_folder(stream, path: str, source: Flickr8kSource) -> Iterator[Pair | Drop]:
@@ -113,17 +125,6 @@ class ReadFlickr8k(ReadFiles):
     def __init__(self, source: Flickr8kSource):
         super().__init__([source.captions], _parse_with_folder, source)
 
-
-REASONS = Reasons(
-    "flickr8k",
-    {
-        "invalid_utf8": "the line is not valid UTF-8",
-        "malformed_line": "a blank line, or a line that is not NAME.jpg#N<TAB>caption",
-        "empty_caption": "the caption is empty",
-        "missing_image_file": "the named image is not in the image folder",
-    },
-    catch_all="flickr8k_row_error",
-)
 
 # Flickr8K (FORMATS §4): the token file is in Flickr8k_text.zip (~3 MB); the image folder comes
 # from Flickr8k_Dataset.zip (~1 GB).

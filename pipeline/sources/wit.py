@@ -47,6 +47,23 @@ class WitSource:
     name: str = "wit"
 
 
+REASONS = Reasons(
+    "wit",
+    {
+        "other_language": "the row's language is not in the source's languages (counted per "
+        "file, detail: the language)",
+        "malformed_row": "the row cannot be parsed as CSV-quoted TSV",
+        "wrong_column_count": "the row has a column count other than the header's",
+        "invalid_utf8": "a caption or URL field is not valid UTF-8",
+        "no_image_url": "the image_url is not an http(s) URL",
+        "unsupported_mime": "the file is not a raster image (SVG, audio, video, PDF ...)",
+        "empty_caption": "no caption field has text",
+        "filename_caption": "every caption field with text is only a file name",
+    },
+    catch_all="wit_row_error",
+)
+
+
 csv.field_size_limit(sys.maxsize)
 
 # The 17 columns of a WIT shard's header, in order.
@@ -292,22 +309,6 @@ class ReadWit(ReadFiles):
     def __init__(self, source: WitSource):
         super().__init__(source.paths, parse_wit, source)
 
-
-REASONS = Reasons(
-    "wit",
-    {
-        "other_language": "the row's language is not in the source's languages (counted per "
-        "file, detail: the language)",
-        "malformed_row": "the row cannot be parsed as CSV-quoted TSV",
-        "wrong_column_count": "the row has a column count other than the header's",
-        "invalid_utf8": "a caption or URL field is not valid UTF-8",
-        "no_image_url": "the image_url is not an http(s) URL",
-        "unsupported_mime": "the file is not a raster image (SVG, audio, video, PDF ...)",
-        "empty_caption": "no caption field has text",
-        "filename_caption": "every caption field with text is only a file name",
-    },
-    catch_all="wit_row_error",
-)
 
 # WIT training shards: rows per shard (all languages, header excluded) as counted in
 # robvanvolt/DALLE-datasets general/helper_scripts/wit_dtype.py; shard 00009 is not listed there:

@@ -117,6 +117,17 @@ def test_every_number_of_the_accounting_equals_stats_json(demo):
     assert labels == ["read", *[f"− {r}" for r in reasons], "kept"]
 
 
+def test_each_drop_reason_of_the_funnel_says_its_stage_and_meaning(demo):
+    def title(stat: str) -> str:
+        return demo.soup.select_one(f'[data-stat="{stat}"]').find_parent("tr").th["title"]
+
+    assert title("flickr8k.dropped.missing_image_file") == (
+        "flickr8k: the named image is not in the image folder"
+    )
+    assert title("coco.dropped.duplicate").startswith("dedupe: the same or a near-same image")
+    assert title("wit.dropped.empty_caption") == "wit: no caption field has text"
+
+
 def test_the_numbers_computed_from_the_shards_match_the_shards(demo):
     soup, rows = demo.soup, demo.rows
     for name in demo.stats["sources"]:
