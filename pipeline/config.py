@@ -90,6 +90,11 @@ DEFAULT_HOSTS: tuple[tuple[str, HostLimits], ...] = (
 )
 
 
+# The encodings a stored image may have (`images.format`), with their MIME types; the images
+# stage's codec (pipeline.images.codec.ENCODINGS) is built from this.
+IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
 @dataclass(frozen=True)
 class ImagesConfig:
     """Downloading, verifying, hashing and storing the image of every pair."""

@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import wikimedia
 from pipeline.config import (  # noqa: F401 - the sections, importable from here too
     DEFAULT_HOSTS,
+    IMAGE_FORMATS,
     DedupeConfig,
     FiltersConfig,
     HostLimits,
@@ -215,7 +216,7 @@ def _check_sections(m: Manifest) -> None:
         "images.resize",
         "no, keep_ratio or center_crop",
     )
-    _check(i.format in ("jpeg", "png", "webp"), "images.format", "jpeg, png or webp")
+    _check(i.format in IMAGE_FORMATS, "images.format", f"one of {', '.join(IMAGE_FORMATS)}")
     _check(1 <= i.quality <= 100, "images.quality", "must be in [1, 100]")
     for key in ("size", "max_pixels", "max_bytes", "concurrency", "per_host"):
         _check(getattr(i, key) > 0, f"images.{key}", "must be positive")

@@ -27,7 +27,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.config import ImagesConfig
+from pipeline.config import IMAGE_FORMATS, ImagesConfig
 from pipeline.records import EXTENSIONS
 from pipeline.store import StoredImage
 
@@ -38,15 +38,11 @@ Image.init()
 ALLOWED_FORMATS = tuple(
     f for f in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF") if f in Image.OPEN
 )
-# config.format -> (Pillow format, MIME type, file extension); the extension is the one a row's
-# image is named with (pipeline.records.EXTENSIONS).
+# config.format -> (Pillow format, MIME type, file extension), from the formats the manifest
+# accepts (pipeline.config.IMAGE_FORMATS); the extension is the one a row's image is named
+# with (pipeline.records.EXTENSIONS).
 ENCODINGS = {
-    fmt: (pillow_format, mime_type, EXTENSIONS[mime_type])
-    for fmt, (pillow_format, mime_type) in {
-        "jpeg": ("JPEG", "image/jpeg"),
-        "png": ("PNG", "image/png"),
-        "webp": ("WEBP", "image/webp"),
-    }.items()
+    fmt: (fmt.upper(), mime_type, EXTENSIONS[mime_type]) for fmt, mime_type in IMAGE_FORMATS.items()
 }
 # Pillow's `reducing_gap`: shrink by an integer factor with a box filter first, then Lanczos;
 # 3.0 is indistinguishable from a plain Lanczos resize and several times faster on big images.

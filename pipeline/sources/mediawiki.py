@@ -31,10 +31,12 @@ pure functions that accept both `formatversion=2` and the older `formatversion=1
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -296,17 +298,39 @@ class _HostGate:
             self._next_start = max(self._next_start, time.monotonic() + seconds)
 
 
+@dataclass(frozen=True)
+class Etiquette:
+    """How politely the client calls one wiki (FORMATS.md §6). The Wikipedia source's manifest
+    keys of the same names are these fields (`WikipediaSource` extends this class).
+
+    `maxlag`: seconds of replication lag at which the server should refuse (0: not sent).
+    `requests_per_second`: request starts per second (0: no limit). `concurrency`: requests in
+    flight at once. `retries`: retries after the first attempt. `backoff`: seconds; the n-th
+    retry (n from 0) waits `backoff * 2**n` when the server gives no Retry-After. `max_wait`: the
+    cap on any one wait. `timeout`: seconds to connect and between bytes read.
+    """
+
+    maxlag: int = 5
+    requests_per_second: float = 5.0
+    concurrency: int = 1
+    retries: int = 5
+    backoff: float = 1.0
+    max_wait: float = 300.0
+    timeout: float = 30.0
+
+    @classmethod
+    def of(cls, settings: Any) -> Etiquette:
+        """The etiquette fields of `settings` (a `WikipediaSource`), as an `Etiquette`."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
+
 class MediaWikiClient:
     """Calls one wiki's `api.php` politely; safe to share among threads.
 
     `api`: the endpoint (`https://ar.wikipedia.org/w/api.php`). `user_agent`: sent on every
     request; Wikimedia wants `<client>/<version> (<contact URL or e-mail>) <library>/<version>`
-    and answers 403 to generic library agents. `maxlag`: seconds of replication lag at which
-    the server should refuse (0/None: not sent). `requests_per_second`: request starts per
-    second (0: no limit). `concurrency`: requests in flight at once. `retries`: retries after the
-    first attempt. `backoff`: seconds; the n-th retry (n from 0) waits `backoff * 2**n` when the
-    server gives no Retry-After. `max_wait`: the cap on any one wait. `timeout`: seconds to
-    connect and between bytes read. `sleep`: how to wait (tests record the waits through it).
+    and answers 403 to generic library agents. `etiquette`: the limits, waits and retries
+    (`Etiquette`). `sleep`: how to wait (tests record the waits through it).
 
     `requests_made` counts every HTTP request sent, retries included; `waited` sums the seconds
     slept for Retry-After, backoff and the rate limit.
@@ -316,37 +340,28 @@ class MediaWikiClient:
         self,
         api: str,
         user_agent: str,
+        etiquette: Etiquette = Etiquette(),
         *,
-        maxlag: int | None = 5,
-        requests_per_second: float = 5.0,
-        concurrency: int = 1,
-        retries: int = 5,
-        backoff: float = 1.0,
-        max_wait: float = 300.0,
-        timeout: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        e = etiquette
         if not user_agent or not user_agent.strip():
             raise ValueError("a User-Agent is required (Wikimedia's User-Agent policy)")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-        if retries < 0 or requests_per_second < 0 or backoff < 0 or max_wait < 0:
+        if e.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {e.concurrency}")
+        if e.retries < 0 or e.requests_per_second < 0 or e.backoff < 0 or e.max_wait < 0:
             raise ValueError("retries, requests_per_second, backoff and max_wait must be >= 0")
         self.api = api
         self.user_agent = user_agent.strip()
-        self.maxlag = maxlag
-        self.retries = retries
-        self.backoff = backoff
-        self.max_wait = max_wait
-        self.timeout = timeout
+        self.etiquette = e
         self.requests_made = 0
         self.waited = 0.0
         self._sleep = sleep
-        self._gate = _HostGate(concurrency, requests_per_second)
+        self._gate = _HostGate(e.concurrency, e.requests_per_second)
         self._count_lock = threading.Lock()
         self._params = {"format": "json", "formatversion": "2"}
-        if maxlag:
-            self._params["maxlag"] = str(maxlag)
+        if e.maxlag:
+            self._params["maxlag"] = str(e.maxlag)
         # No urllib3 retries (max_retries=0): every retry goes through `_call`'s loop.
         self.session = http.session(
             {
@@ -354,7 +369,7 @@ class MediaWikiClient:
                 "Accept-Encoding": "gzip",
                 "Accept": "application/json",
             },
-            HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0),
+            HTTPAdapter(pool_connections=1, pool_maxsize=e.concurrency, max_retries=0),
         )
 
     def close(self) -> None:
@@ -434,19 +449,20 @@ class MediaWikiClient:
     def _call(self, params: Mapping[str, str]) -> Any:
         """The decoded JSON answer to one API call, retried as the module docstring says."""
         query = {**params, **self._params}
-        for attempt in range(self.retries + 1):
+        e = self.etiquette
+        for attempt in range(e.retries + 1):
             try:
                 return self._attempt(query)
             except _Again as again:
-                if attempt == self.retries:
-                    detail = f"after {self.retries} retries: {again.detail or again.reason}"
+                if attempt == e.retries:
+                    detail = f"after {e.retries} retries: {again.detail or again.reason}"
                     raise MediaWikiError(again.reason, detail) from None
                 wait = again.wait
                 if wait is None:
-                    wait = self.backoff * 2**attempt
+                    wait = e.backoff * 2**attempt
                 if again.reason == "maxlag" and again.wait is None:
                     wait = max(wait, MAXLAG_MIN_WAIT)
-                self._gate.hold_off(min(wait, self.max_wait))
+                self._gate.hold_off(min(wait, e.max_wait))
         raise AssertionError("unreachable")
 
     def _attempt(self, query: Mapping[str, str]) -> Any:
@@ -460,7 +476,9 @@ class MediaWikiClient:
                 self.requests_made += 1
             try:
                 response = self.session.get(
-                    self.api, params=query, timeout=http.timeouts(self.timeout, self.timeout)
+                    self.api,
+                    params=query,
+                    timeout=http.timeouts(self.etiquette.timeout, self.etiquette.timeout),
                 )
             except requests.exceptions.Timeout as err:
                 raise _Again("timeout", type(err).__name__, None) from None

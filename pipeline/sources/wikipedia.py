@@ -54,19 +54,27 @@ from pipeline.config import ImagesConfig, images_thumb_width, require
 from pipeline.records import DROPPED, GENUINE, Drop, Pair, SpreadPairs, pair_id
 from pipeline.sources.base import GENUINE_ARABIC, KindProfile, SourceKind
 from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles, numbered_lines
-from pipeline.sources.mediawiki import FileInfo, MediaWikiClient, MediaWikiError, article_url
+from pipeline.sources.mediawiki import (
+    Etiquette,
+    FileInfo,
+    MediaWikiClient,
+    MediaWikiError,
+    article_url,
+)
 from pipeline.sources.wikipedia_html import FIGURE_REASONS, Figure, extract_figures
 from pipeline.steps import Reasons
 
 
 @dataclass(frozen=True)
-class WikipediaSource:
+class WikipediaSource(Etiquette):
     """A crawl of Arabic Wikipedia article figures: a live MediaWiki API or Enterprise dumps.
 
     With `api` alone, pages come from the Action API (`titles`, `titles_file`, or every article
     of namespace 0 up to `limit`). With `dump`, pages come from the dump files (only the pages
     `titles`/`titles_file` name, when given, and at most `limit`); an `api` given beside a dump
-    is asked for file facts only (licence, attribution, thumbnail URL).
+    is asked for file facts only (licence, attribution, thumbnail URL). The keys of the API's
+    etiquette (`maxlag`, `requests_per_second`, `concurrency`, `retries`, `backoff`,
+    `max_wait`, `timeout`) are `Etiquette`'s fields, inherited with their defaults.
     """
 
     api: str | None = None
@@ -78,16 +86,6 @@ class WikipediaSource:
     # The wiki's public address for `page_url` (`https://ar.wikipedia.org`); default: the api's
     # scheme and host. A mirror or a local stand-in sets the real wiki's here.
     site_url: str | None = None
-    # Etiquette (FORMATS.md §6): maxlag on every Action API call, requests to the API host one
-    # at a time by default and at most `requests_per_second`, Retry-After and maxlag answers
-    # honoured, exponential backoff from `backoff` seconds on 429, 5xx and network errors.
-    maxlag: int = 5
-    requests_per_second: float = 5.0  # 0: no limit
-    concurrency: int = 1  # requests in flight to the API host
-    retries: int = 5
-    backoff: float = 1.0
-    max_wait: float = 300.0  # the longest single wait a Retry-After may ask for
-    timeout: float = 30.0
     # File facts: thumbnails of this width when the original is wider (cheaper to fetch), else
     # the original; a standard width (pipeline.wikimedia.STEPS); `auto`: images.thumb_width
     # (the smallest step at or above images.size); None: always the original.
@@ -131,30 +129,10 @@ _CLIENTS_LOCK = threading.Lock()
 def client_for(source: WikipediaSource) -> MediaWikiClient:
     """The process's one client for the source's API: every DoFn of the process shares its
     per-host limits (one request at a time, the rate limit)."""
-    key = (
-        source.api,
-        source.user_agent,
-        source.maxlag,
-        source.requests_per_second,
-        source.concurrency,
-        source.retries,
-        source.backoff,
-        source.max_wait,
-        source.timeout,
-    )
+    key = (source.api, source.user_agent, Etiquette.of(source))
     with _CLIENTS_LOCK:
         if key not in _CLIENTS:
-            _CLIENTS[key] = MediaWikiClient(
-                source.api,
-                source.user_agent,
-                maxlag=source.maxlag,
-                requests_per_second=source.requests_per_second,
-                concurrency=source.concurrency,
-                retries=source.retries,
-                backoff=source.backoff,
-                max_wait=source.max_wait,
-                timeout=source.timeout,
-            )
+            _CLIENTS[key] = MediaWikiClient(source.api, source.user_agent, key[2])
         return _CLIENTS[key]
 
 

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from pipeline.sources.mediawiki import (
+    Etiquette,
     FileInfo,
     MediaWikiClient,
     MediaWikiError,
@@ -104,7 +105,9 @@ def wiki():
 def client_for(wiki: WikiStandIn, **kwargs) -> MediaWikiClient:
     kwargs.setdefault("requests_per_second", 0)
     kwargs.setdefault("backoff", 0.05)
-    return MediaWikiClient(wiki.api_url, kwargs.pop("user_agent", UA), **kwargs)
+    user_agent = kwargs.pop("user_agent", UA)
+    sleep = kwargs.pop("sleep", time.sleep)
+    return MediaWikiClient(wiki.api_url, user_agent, Etiquette(**kwargs), sleep=sleep)
 
 
 def md5_path(name: str) -> str:
@@ -527,7 +530,7 @@ def test_stand_in_serves_a_folder_from_the_command_line(tmp_path):
     try:
         api = process.stdout.readline().strip()
         assert api.startswith("http://127.0.0.1:") and api.endswith("/w/api.php")
-        client = MediaWikiClient(api, UA, requests_per_second=0)
+        client = MediaWikiClient(api, UA, Etiquette(requests_per_second=0))
         assert list(client.all_titles()) == ["الأهرامات المصرية"]
         assert client.page("الأهرامات_المصرية").html == "<p>أهرام</p>"
         infos = client.file_info(["Giza pyramid.jpg", "Gone.jpg"])
