@@ -108,30 +108,14 @@ class Reasons(Mapping[str, str]):
         return dropped
 
     def checked(self, dropped: Drop) -> Drop:
-        """A reader's `Drop` as it is when its reason is declared, else under the catch-all
-        (logged, its detail naming the reason): what every source's drops pass through."""
-        if self.declared(dropped.reason) is not None:
-            return dropped
-        _LOG.error("%s: drop reason %r is not declared", self.stage, dropped.reason)
-        detail = f"undeclared {dropped.reason}: {dropped.detail}"[:300]
-        return dropped._replace(reason=self.catch_all, detail=detail)
-
-    def record(
-        self,
-        source_name: str,
-        reason: str,
-        input_file: str | None = None,
-        input_line: int | None = None,
-        detail: str | None = None,
-        count: int = 1,
-    ) -> Drop:
-        """A reader's `Drop` of a record that never became a pair, checked like `drop`."""
-        try:
-            self.check(reason)
-        except UndeclaredReason as err:
-            _LOG.error("%s", err)
-            reason, detail = self.catch_all, f"{err}: {detail}"[:300]
-        return Drop(source_name, reason, input_file, input_line, detail, count)
+        """A reader's `Drop`, counted, as it is when its reason is declared, else under the
+        catch-all (logged, its detail naming the reason): every source's drops pass through
+        this (`pipeline.build`)."""
+        if self.declared(dropped.reason) is None:
+            _LOG.error("%s: drop reason %r is not declared", self.stage, dropped.reason)
+            detail = f"undeclared {dropped.reason}: {dropped.detail}"[:300]
+            dropped = dropped._replace(reason=self.catch_all, detail=detail)
+        return self.count(dropped)
 
 
 class _Judge(beam.DoFn):

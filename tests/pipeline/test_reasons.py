@@ -19,7 +19,6 @@ REASON_ARGUMENT = {
     "Drop": 1,  # Drop(source_name, reason, ...)
     "drop": 1,  # Reasons.drop(pair, reason, ...)
     "_drop": 1,  # a reader's helper: _drop(page, reason, detail)
-    "record": 1,  # Reasons.record(source_name, reason, ...)
     "Reject": 0,
     "Rejected": 0,  # the image stage's exception: Rejected(reason, detail)
 }

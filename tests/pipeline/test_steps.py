@@ -60,6 +60,7 @@ def test_the_catch_all_is_declared_and_families_match_one_word():
     assert REASONS.declared("too_loud") is None
     with pytest.raises(UndeclaredReason, match="too_loud"):
         REASONS.check("too_loud")
+    assert Shout().STAGE == "shout"
     named = Reasons("wit", {}, catch_all="wit_row_error")
     assert list(named) == ["wit_row_error"]
 
