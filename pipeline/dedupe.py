@@ -42,7 +42,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import math
-import os
 import random
 import re
 import sys
@@ -56,6 +55,7 @@ from urllib.parse import unquote
 import apache_beam as beam
 import numpy as np
 
+from pipeline.machine import available_cores
 from pipeline.records import DROPPED, GENUINE, TRANSLATED, Pair
 from pipeline.steps import Reasons, Step
 
@@ -499,7 +499,7 @@ def _connect(
     if plan == "auto":
         plan = plan_search(max_hamming, len(distinct))
     if workers is None:
-        workers = _cpu_count() if len(distinct) >= 1 << 16 else 1
+        workers = available_cores() if len(distinct) >= 1 << 16 else 1
     tasks = _tasks(distinct, max_hamming, plan, block)
     if workers <= 1:
         results = map(partial(_spanning_edges, block=block), tasks)
@@ -540,13 +540,6 @@ def _reduce(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     roots = forest.labels()
     moved = roots != np.arange(len(nodes))
     return nodes[moved], nodes[roots[moved]]
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------- the decisions

@@ -56,6 +56,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler
 
 from pipeline.config import TranslationConfig
+from pipeline.machine import available_cores
 
 OPUS = "opus"
 NLLB = "nllb"
@@ -183,14 +184,6 @@ def resolve_compute_type(compute_type: str | None, device: str) -> str:
     if compute_type:
         return compute_type
     return "int8_float16" if device == "cuda" else "int8"
-
-
-def available_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class Settings(NamedTuple):

@@ -10,7 +10,6 @@ makes the stage fail: anything unexpected on one pair is `images_error`.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import uuid
 from collections.abc import Sequence
 
@@ -26,6 +25,7 @@ from pipeline.hosts import gates_for_run
 from pipeline.images.codec import set_pillow_bomb_guard
 from pipeline.images.fetcher import REASONS, STAGE, ImageFetcher, host_gates
 from pipeline.images.scheduler import FetchScheduler
+from pipeline.machine import available_cores
 from pipeline.records import DROPPED, Drop, SpreadPairs
 from pipeline.steps import Step
 from pipeline.store import ImageStore, parse_ref
@@ -72,7 +72,7 @@ class _FetchImagesFn(beam.DoFn):
         )
         # Pillow, numpy and hashlib release the GIL, so threads use every core.
         self._store_pool = concurrent.futures.ThreadPoolExecutor(
-            _cpu_count(), thread_name_prefix="images-store"
+            available_cores(), thread_name_prefix="images-store"
         )
 
     def start_bundle(self):
@@ -137,13 +137,6 @@ class _FetchImagesFn(beam.DoFn):
         hits, misses = self._fetcher.take_counts()
         self._cache_hits.inc(hits)
         self._cache_misses.inc(misses)
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class FetchImages(Step):
