@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -25,10 +26,11 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline import progress  # noqa: E402
-from pipeline.build import build_pipeline, check_buildable  # noqa: E402
+from pipeline.build import build_pipeline, check_buildable, empty_inputs  # noqa: E402
 from pipeline.files import join  # noqa: E402
 from pipeline.images.cache import cache_folder, resolve_cache  # noqa: E402
 from pipeline.manifest import ManifestError, load_manifest  # noqa: E402
+from pipeline.output import output_problem  # noqa: E402
 from pipeline.stats import check_stats  # noqa: E402
 from pipeline.write import DATA_DIR, shard_count, shard_name  # noqa: E402
 
@@ -64,6 +66,31 @@ def _missing_shards(output_dir: str, kept: int, rows_per_shard: int) -> list[str
     return [p for p in paths if not FileSystems.exists(p)]
 
 
+def unknown_beam_options(args: list[str]) -> list[str]:
+    """The problems of the arguments that are no option of Beam's (`--runer`): Beam itself only
+    warns and runs without them. Parsed as `PipelineOptions.get_all_options` parses them (its
+    parser class is private, and has the `add_value_provider_argument` options need)."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(args)
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    problems = []
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("--"):
+            continue  # the value of an unknown flag, or a stray word: the flag says it
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"unknown option {flag}{hint}")
+    stray = [a for a in unknown if not a.startswith("-")]
+    if stray and not problems:
+        problems.append(f"unexpected argument(s): {' '.join(stray)}")
+    return problems
+
+
 def format_accounting(stats: dict) -> str:
     """The accounting as a few lines for the terminal."""
     lines = []
@@ -78,14 +105,25 @@ def run(
     manifest_path: str, output_dir: str, beam_args: list[str], show_progress: bool | None = None
 ) -> int:
     """Builds the dataset; `show_progress` (None: when stderr is a terminal) prints progress
-    lines on stderr while it runs. The new output replaces the old one only once it is whole
-    (`pipeline.write.commit`), so nothing is removed beforehand."""
+    lines on stderr while it runs. What can be checked is checked first, every problem one line
+    and exit 2: the options, the manifest, the model folder, the output folder (never a folder
+    of someone else's, `pipeline.output`). The new output replaces the old one only once it is
+    whole (`pipeline.write.commit`), so nothing is removed beforehand."""
+    problems = unknown_beam_options(beam_args)
     try:
         manifest = load_manifest(manifest_path)
         check_buildable(manifest)
     except ManifestError as err:
-        print(f"error: {err}", file=sys.stderr)
+        problems += err.problems
+    else:
+        problem = output_problem(output_dir)
+        problems += [problem] if problem else []
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
+    for empty in empty_inputs(manifest):
+        print(f"warning: {empty} is empty: it adds no record", file=sys.stderr)
     with FileSystems.open(manifest_path) as f:
         manifest_text = f.read().decode("utf-8")
     limit_malloc_arenas()
@@ -167,7 +205,8 @@ def estimate(
             cost.DEFAULT_BANDWIDTH_GBPS if bandwidth is None else bandwidth,
         )
     except (ManifestError, cost.EstimateError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        for problem in getattr(err, "problems", [str(err)]):
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     print(cost.format_estimate(result))
     print(json.dumps(cost.estimate_json(result), ensure_ascii=False))

@@ -13,6 +13,7 @@ import dataclasses
 import os
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from filters.langid import FilterLanguage
@@ -25,19 +26,49 @@ from pipeline.sources.registry import kind_of
 from pipeline.sources.wikipedia import WikipediaSource
 from pipeline.stats import ComputeStats
 from pipeline.write import WriteDataset, staging_dir
-from translators.ctranslate import model_name
+from translators.ctranslate import ModelFolderError, model_name
 from translators.stage import TranslateCaptions
 
 
 def check_buildable(manifest: Manifest) -> None:
-    """Refuse, before any graph is built, English sources with nothing to translate them."""
+    """Refuse, before any graph is built, English sources with nothing to translate them and a
+    translation model folder that is not one (a remote one is copied here once to be looked
+    at; the workers reuse the copy)."""
     t = manifest.translation
+    problems = []
     for i, source in enumerate(manifest.sources):
         if kind_of(source).translated and not (t.model or t.memory):
-            raise ManifestError(
+            problems.append(
                 f"sources[{i}].kind: {source.kind!r} is English and needs translation.model "
                 "(or a translation.memory that covers it)"
             )
+    if t.model:
+        try:
+            model_name(t.model)
+        except (ModelFolderError, OSError) as err:
+            problems.append(f"translation.model: {err}")
+    if problems:
+        raise ManifestError(*problems)
+
+
+def empty_inputs(manifest: Manifest) -> list[str]:
+    """The input files of the manifest's sources that hold nothing (a run reads 0 records from
+    each), as `sources[i].key: PATH`; a user is told rather than left with `read 0`."""
+    empty = []
+    for i, source in enumerate(manifest.sources):
+        kind = kind_of(source)
+        for key in kind.path_keys:
+            if key in kind.folder_keys:
+                continue
+            value = getattr(source, key)
+            patterns = value if isinstance(value, tuple) else (value,) if value else ()
+            for pattern in patterns:
+                try:
+                    matched = FileSystems.match([pattern])[0].metadata_list
+                except Exception:  # noqa: BLE001 - the manifest checked them; a race is the run's
+                    continue
+                empty += [f"sources[{i}].{key}: {m.path}" for m in matched if m.size_in_bytes == 0]
+    return empty
 
 
 def images_config(manifest: Manifest) -> ImagesConfig:

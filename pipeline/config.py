@@ -13,7 +13,12 @@ from pipeline import wikimedia
 
 
 class ManifestError(ValueError):
-    """A manifest that cannot be built; the message names the key and the problem."""
+    """A manifest that cannot be built: one or more problems, each a line naming the key and
+    what is wrong (`problems`; the message is them, one a line)."""
+
+    def __init__(self, *problems: str):
+        self.problems = [line for p in problems for line in str(p).splitlines()] or ["invalid"]
+        super().__init__("\n".join(self.problems))
 
 
 def require(ok: bool, where: str, problem: str) -> None:

@@ -7,11 +7,15 @@ manifest's folder; paths may be any Beam filesystem URL and may hold globs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
+import math
 import os
 import posixpath
 import types
 import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +78,34 @@ SECTIONS: dict[str, type] = {
 _check = require
 
 
+class _Problems:
+    """Collects the problems of independent parts of a manifest, so that one read reports them
+    all: `with problems.collect(): ...` keeps going past a part that fails."""
+
+    def __init__(self):
+        self.found: list[str] = []
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        try:
+            yield
+        except ManifestError as err:
+            self.found.extend(err.problems)
+
+    def require(self, ok: bool, where: str, problem: str) -> None:
+        if not ok:
+            self.found.append(f"{where}: {problem}")
+
+    def check(self) -> None:
+        if self.found:
+            raise ManifestError(*self.found)
+
+
+def _unknown_key(key: Any, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
+
+
 def _convert(value: Any, hint: Any, where: str) -> Any:
     """`value` as the type `hint` says, or a ManifestError naming `where`."""
     origin = typing.get_origin(hint)
@@ -115,6 +147,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         _check(ok, where, f"expected a number, got {value!r}")
+        _check(math.isfinite(value), where, f"expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         _check(isinstance(value, str) and value != "", where, f"expected text, got {value!r}")
@@ -123,20 +156,29 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
 
 
 def _build(cls: type, raw: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
-    """An instance of dataclass `cls` from the mapping `raw`; unknown keys are errors."""
+    """An instance of dataclass `cls` from the mapping `raw`; unknown keys are errors (with the
+    nearest known key), and every key's problem is reported, not only the first."""
     _check(isinstance(raw, dict), where, f"expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    problems = _Problems()
     for key in raw:
-        _check(key in fields, f"{where}.{key}" if where else key, "unknown key")
+        if key not in fields:
+            problems.found.append(
+                f"{f'{where}.{key}' if where else key}: {_unknown_key(key, fields)}"
+            )
     values = {}
     for name, f in fields.items():
         key_where = f"{where}.{name}" if where else name
-        if name in raw:
-            values[name] = _convert(raw[name], hints[name], key_where)
-        else:
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            _check(not required, key_where, "missing")
+        with problems.collect():
+            if name in raw:
+                values[name] = _convert(raw[name], hints[name], key_where)
+            else:
+                required = (
+                    f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                )
+                _check(not required, key_where, "missing")
+    problems.check()
     return cls(**values)
 
 
@@ -191,6 +233,9 @@ def _check_source(src: Any, where: str, base: str, check_paths: bool = True) -> 
 
 
 def _check_sections(m: Manifest) -> None:
+    """Every rule of the sections; all the broken ones are reported at once."""
+    problems = _Problems()
+    _check = problems.require  # noqa: N806 - the module's check, collecting here
     t = m.translation
     _check(t.device in ("auto", "cpu", "cuda"), "translation.device", "one of auto, cpu, cuda")
     _check(
@@ -247,6 +292,7 @@ def _check_sections(m: Manifest) -> None:
     _check(0 <= m.dedupe.max_hamming <= 64, "dedupe.max_hamming", "must be in [0, 64]")
     _check(m.dedupe.placeholder_min_urls >= 2, "dedupe.placeholder_min_urls", "must be >= 2")
     _check(m.output.rows_per_shard > 0, "output.rows_per_shard", "must be positive")
+    problems.check()
 
 
 def _step_width(value: int | str | None, where: str, auto: int | None) -> int | None:
@@ -291,35 +337,47 @@ def parse_manifest(raw: Any, base: str, path: str = "", *, check_paths: bool = T
     resolved): `python -m pipeline estimate` plans a build whose inputs are not downloaded yet.
     """
     _check(isinstance(raw, dict), "manifest", "expected a mapping at the top level")
+    problems = _Problems()
     for key in raw:
-        _check(key in ("name", "sources", *SECTIONS), key, "unknown key")
-    name = _convert(raw.get("name", "arabic-pairs"), str, "name")
+        if key not in ("name", "sources", *SECTIONS):
+            problems.found.append(f"{key}: {_unknown_key(key, ('name', 'sources', *SECTIONS))}")
+    name = "arabic-pairs"
+    with problems.collect():
+        name = _convert(raw.get("name", "arabic-pairs"), str, "name")
     raw_sources = raw.get("sources")
-    _check(isinstance(raw_sources, list) and raw_sources, "sources", "expected a non-empty list")
+    with problems.collect():
+        _check(
+            isinstance(raw_sources, list) and raw_sources, "sources", "expected a non-empty list"
+        )
 
     sources: list[Source] = []
     seen: dict[str, int] = {}
-    for i, raw_src in enumerate(raw_sources):
+    for i, raw_src in enumerate(raw_sources if isinstance(raw_sources, list) else []):
         where = f"sources[{i}]"
-        _check(isinstance(raw_src, dict), where, f"expected a mapping, got {raw_src!r}")
-        kind = raw_src.get("kind")
-        _check(kind is not None, f"{where}.kind", "missing")
-        _check(
-            isinstance(kind, str) and kind in KINDS,
-            f"{where}.kind",
-            f"unknown kind {kind!r} (one of: {', '.join(KINDS)})",
-        )
-        body = {k: v for k, v in raw_src.items() if k != "kind"}
-        src = _build(KINDS[kind].config, body, where, skip=("kind", "name"))
-        seen[kind] = seen.get(kind, 0) + 1
-        name_in_stats = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
-        src = dataclasses.replace(src, name=name_in_stats)
-        sources.append(_check_source(src, where, base, check_paths))
+        with problems.collect():
+            _check(isinstance(raw_src, dict), where, f"expected a mapping, got {raw_src!r}")
+            kind = raw_src.get("kind")
+            _check(kind is not None, f"{where}.kind", "missing")
+            _check(
+                isinstance(kind, str) and kind in KINDS,
+                f"{where}.kind",
+                f"unknown kind {kind!r} (one of: {', '.join(KINDS)})",
+            )
+            body = {k: v for k, v in raw_src.items() if k != "kind"}
+            src = _build(KINDS[kind].config, body, where, skip=("kind", "name"))
+            seen[kind] = seen.get(kind, 0) + 1
+            name_in_stats = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
+            src = dataclasses.replace(src, name=name_in_stats)
+            sources.append(_check_source(src, where, base, check_paths))
 
-    sections = {}
+    # A section that cannot be built is reported and stands at its defaults for the other
+    # checks (valid values: they add no problem of their own).
+    sections = {key: cls() for key, cls in SECTIONS.items()}
     for key, cls in SECTIONS.items():
         value = raw.get(key)
-        sections[key] = cls() if value is None else _build(cls, value, key)
+        if value is not None:
+            with problems.collect():
+                sections[key] = _build(cls, value, key)
     translation = sections["translation"]
     sections["translation"] = dataclasses.replace(
         translation,
@@ -332,18 +390,49 @@ def parse_manifest(raw: Any, base: str, path: str = "", *, check_paths: bool = T
     for key in ("model", "memory"):
         value = getattr(sections["translation"], key)
         if value and check_paths:
-            _must_exist(value, f"translation.{key}", folder=key == "model")
+            with problems.collect():
+                _must_exist(value, f"translation.{key}", folder=key == "model")
     cache = sections["images"].cache
     if cache is True or (isinstance(cache, str) and cache != "auto"):
         cache = "auto" if cache is True else _resolve(cache, base)
         sections["images"] = dataclasses.replace(sections["images"], cache=cache)
-    sections["images"] = _resolve_images(sections["images"], raw.get("images") or {})
-    sources = [
-        _resolve_thumb_width(s, sections["images"], f"sources[{i}]") for i, s in enumerate(sources)
-    ]
-    manifest = Manifest(name=name, sources=tuple(sources), path=path, **sections)
-    _check_sections(manifest)
+    with problems.collect():
+        sections["images"] = _resolve_images(sections["images"], raw.get("images") or {})
+    resolved = []
+    for i, s in enumerate(sources):
+        with problems.collect():
+            resolved.append(_resolve_thumb_width(s, sections["images"], f"sources[{i}]"))
+    manifest = Manifest(name=name, sources=tuple(resolved), path=path, **sections)
+    with problems.collect():
+        _check_sections(manifest)
+    problems.check()
     return manifest
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping: silently, the last
+    would win (`allow_private_hosts` twice is a security question, not a style one)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    again = key in first
+                except TypeError:
+                    continue  # an unhashable key: the constructor below says so
+                if again:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"duplicate key {key!r} (first given on line {first[key] + 1})",
+                        key_node.start_mark,
+                    )
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_manifest(path: str, *, check_paths: bool = True) -> Manifest:
@@ -354,7 +443,7 @@ def load_manifest(path: str, *, check_paths: bool = True) -> Manifest:
     except Exception as err:  # noqa: BLE001 - a missing or unreadable manifest is one error line
         raise ManifestError(f"{path}: cannot read the manifest ({err})") from err
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         if mark is not None:

@@ -46,9 +46,8 @@ from pipeline.dedupe import DropDuplicates
 from pipeline.files import join, read_text, write_bytes
 from pipeline.records import GENUINE, SCHEMA, TRANSLATED
 from pipeline.stats import check_stats
-from pipeline.write import CARD_KEY, DATA_DIR
+from pipeline.write import CARD_KEY, DATA_DIR, REPORT_NAME
 
-REPORT_NAME = "report.html"
 SAMPLES_PER_SOURCE = 8
 THUMBNAIL_SIZE = 192  # longest side of a sample's thumbnail, in pixels
 MAX_BINS = 60

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import posixpath
+import re
 import shutil
 import uuid
 
@@ -43,11 +44,17 @@ from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, decode_pair, encode_pair
 from pipeline.store import ImageStore, PackReader
 
 DATA_DIR = "data"
+# The names of shards and of their temporary files (`replacing`): the only files of `data/` a
+# run replaces or deletes.
+SHARD_NAME = re.compile(r"\.?train-\d{5}-of-\d{5}\.parquet(?:\.tmp)?")
 STAGING_PREFIX = ".incoming-"
+REPORT_NAME = "report.html"  # written by `python -m pipeline report DIR`
 # The files of the output folder that a run replaces; anything else there is left alone.
 COMMITTED_FILES = ("README.md", "stats.json")  # stats.json last: it says the output is whole
 # The card's YAML key holding the build's facts (`dataset_card`, read by `pipeline.report`).
 CARD_KEY = "arabic_pairs"
+# The card's first sentence, by which an output of any version is recognised (pipeline.output).
+CARD_SIGNATURE = "Arabic image–text pairs built by arabic-pairs."
 # Rows of one Parquet row group: the images the writer holds at once (about 20-40 MB at 256 px).
 ROWS_PER_GROUP = 1000
 
@@ -182,7 +189,7 @@ def dataset_card(
         "",
         f"# {name}",
         "",
-        "Arabic image–text pairs built by arabic-pairs. Genuine captions were written in Arabic",
+        f"{CARD_SIGNATURE} Genuine captions were written in Arabic",
         "(`caption_origin: genuine`); translated ones were machine-translated from English",
         "(`caption_origin: translated`, original in `caption_en`). Each row says where it came",
         "from (`source`, `source_key`, `page_url`, `image_url`). Licences are those of the",
@@ -220,9 +227,10 @@ def dataset_card(
     return "\n".join(lines) + "\n"
 
 
-def _is_shard(name: str) -> bool:
-    """A shard of some run, or the temporary name of one (`write_bytes`)."""
-    return name.startswith(("train-", ".train-")) and name.endswith((".parquet", ".parquet.tmp"))
+def is_shard(name: str) -> bool:
+    """A shard of some run (`train-00000-of-00004.parquet`), or the temporary name of one
+    (`write_bytes`); nothing else in `data/` is ours (`train-mine.parquet` is not)."""
+    return SHARD_NAME.fullmatch(name) is not None
 
 
 def commit(output_dir: str, staging: str, shard_names: list[str]) -> None:
@@ -241,7 +249,7 @@ def commit(output_dir: str, staging: str, shard_names: list[str]) -> None:
         # What else was kept in data/ (not ours) stays there.
         if os.path.isdir(replaced):
             for name in os.listdir(replaced):
-                if not _is_shard(name):
+                if not is_shard(name):
                     os.rename(os.path.join(replaced, name), os.path.join(data, name))
     for name in COMMITTED_FILES:
         if os.path.exists(os.path.join(staging, name)):
@@ -261,7 +269,7 @@ def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> No
     old = [
         m.path
         for m in FileSystems.match([pattern])[0].metadata_list
-        if posixpath.basename(m.path) not in shard_names
+        if is_shard(posixpath.basename(m.path)) and posixpath.basename(m.path) not in shard_names
     ]
     if old:
         FileSystems.delete(old)

@@ -702,9 +702,51 @@ def test_cli_bad_manifest_exits_2_with_one_error_line(project, tmp_path, capsys)
     out = tmp_path / "out"
     code, err, stdout = run_cli(capsys, manifest, out)
     assert code == 2
-    assert err == ["error: sources[0].pathz: unknown key"]
+    assert err == ["error: sources[0].pathz: unknown key (did you mean 'paths'?)"]
     assert stdout == ""
     assert not out.exists()
+
+
+def test_cli_reports_every_manifest_problem_at_once(project, tmp_path, capsys):
+    manifest = write_manifest(
+        project,
+        {
+            "sources": [{**WIT, "langauges": ["ar"]}, {"kind": "coco"}],
+            "images": {"deadline": float("inf"), "read_timeout": float("nan"), "qualty": 90},
+            "filters": {"min_chars": 5, "max_chars": 2},
+            "ouput": {},
+        },
+    )
+    code, err, stdout = run_cli(capsys, manifest, tmp_path / "out")
+    assert code == 2 and stdout == ""
+    assert sorted(err) == sorted(
+        [
+            "error: ouput: unknown key (did you mean 'output'?)",
+            "error: sources[0].langauges: unknown key (did you mean 'languages'?)",
+            "error: sources[1].paths: missing",
+            "error: images.qualty: unknown key (did you mean 'quality'?)",
+            "error: images.read_timeout: expected a finite number, got nan",
+            "error: images.deadline: expected a finite number, got inf",
+            "error: filters.max_chars: must be >= min_chars",
+        ]
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "images:\n  allow_private_hosts: false\n  allow_private_hosts: true\n",
+        "images: {fetch: true, fetch: false}\n",
+    ],
+)
+def test_a_key_given_twice_is_refused_with_its_lines(project, tmp_path, capsys, text):
+    manifest = write_manifest(project, {"sources": [WIT]})
+    manifest.write_text(manifest.read_text(encoding="utf-8") + text, encoding="utf-8")
+    code, err, _ = run_cli(capsys, manifest, tmp_path / "out")
+    assert code == 2
+    assert len(err) == 1 and "invalid YAML (duplicate key" in err[0], err
+    assert "first given on line" in err[0]
 
 
 def test_cli_missing_manifest_exits_2(tmp_path, capsys):
