@@ -210,8 +210,9 @@ def _must_exist(path: str, where: str, folder: bool = False) -> None:
 
 def _check_source(src: Any, where: str, base: str, check_paths: bool = True) -> Any:
     """The source with its path keys resolved against `base` (and, with `check_paths`, found),
-    checked by its kind's own `check`."""
+    checked by its kind's own `check`; every missing path is reported."""
     kind = kind_of(src)
+    problems = _Problems()
     updates = {}
     for key in kind.path_keys:
         value = getattr(src, key)
@@ -221,14 +222,18 @@ def _check_source(src: Any, where: str, base: str, check_paths: bool = True) -> 
             resolved = tuple(_resolve(p, base) for p in value)
             for i, p in enumerate(resolved):
                 if check_paths:
-                    _must_exist(p, f"{where}.{key}[{i}]")
+                    with problems.collect():
+                        _must_exist(p, f"{where}.{key}[{i}]")
         else:
             resolved = _resolve(value, base)
             if check_paths:
-                _must_exist(resolved, f"{where}.{key}", folder=key in kind.folder_keys)
+                with problems.collect():
+                    _must_exist(resolved, f"{where}.{key}", folder=key in kind.folder_keys)
         updates[key] = resolved
     if kind.check is not None:
-        kind.check(src, where)
+        with problems.collect():
+            kind.check(src, where)
+    problems.check()
     return dataclasses.replace(src, **updates)
 
 

@@ -711,7 +711,11 @@ def test_cli_reports_every_manifest_problem_at_once(project, tmp_path, capsys):
     manifest = write_manifest(
         project,
         {
-            "sources": [{**WIT, "langauges": ["ar"]}, {"kind": "coco"}],
+            "sources": [
+                {**WIT, "langauges": ["ar"]},
+                {"kind": "coco"},
+                {"kind": "conceptual_captions", "paths": ["no1.tsv", "no2.tsv"]},
+            ],
             "images": {"deadline": float("inf"), "read_timeout": float("nan"), "qualty": 90},
             "filters": {"min_chars": 5, "max_chars": 2},
             "ouput": {},
@@ -724,6 +728,8 @@ def test_cli_reports_every_manifest_problem_at_once(project, tmp_path, capsys):
             "error: ouput: unknown key (did you mean 'output'?)",
             "error: sources[0].langauges: unknown key (did you mean 'languages'?)",
             "error: sources[1].paths: missing",
+            f"error: sources[2].paths[0]: no file matches {str(project / 'no1.tsv')!r}",
+            f"error: sources[2].paths[1]: no file matches {str(project / 'no2.tsv')!r}",
             "error: images.qualty: unknown key (did you mean 'quality'?)",
             "error: images.read_timeout: expected a finite number, got nan",
             "error: images.deadline: expected a finite number, got inf",
