@@ -6,11 +6,18 @@ taken as https; fetched through `url_map` when a prefix matches, the column keep
 Both go through the same verify, hash and store path (`pipeline.images.codec`).
 
 Downloads use one `requests.Session` per fetcher with urllib3's retries (connection errors and
-500/502/504, exponential backoff), connect and read timeouts (`pipeline.http`), a total
-`deadline` per download checked while the body streams in, and a byte cap checked on
-Content-Length and while streaming. Each download goes through its host's gate
-(`pipeline.hosts`: `images.hosts` limits or `per_host`; a 429 or 503 pauses and slows the whole
-host, and the pair is tried again once the gate lets it, `retries` times). On Wikimedia's upload
+500/502/504, exponential backoff), connect and read timeouts (`pipeline.http`), and a
+`deadline` per download that bounds all of it, connecting, headers, body and retries
+(`pipeline.http.bounded`: at the deadline the download's sockets are shut down, so a host that
+trickles can never hold a slot longer). A connection that breaks while the body streams in is
+tried again like one that breaks before the answer, `retries` times within the deadline. The
+body is decoded as its `Content-Encoding` says (we ask for gzip and deflate only; any other is
+`bad_encoding`), and the byte cap holds for what comes over the wire (Content-Length included)
+and for what it decodes to, checked as it streams, so a compression bomb is stopped at the cap.
+
+Each download goes through its host's gate (`pipeline.hosts`: `images.hosts` limits or
+`per_host`; a 429 or 503 pauses and slows the whole host, and the pair is tried again once the
+gate lets it, `retries` times). On Wikimedia's upload
 host an original is fetched as its thumbnail at a standard width (`pipeline.wikimedia`), and the
 host's permanent refusal of a non-standard width is `thumbnail_width_refused`. Every address a
 request goes to must be public unless `allow_private_hosts` (`pipeline.http.AddressPolicy`);
@@ -61,7 +68,10 @@ REASONS = Reasons(
         "a standard step",
         "too_many_redirects": "more redirects than the fetcher follows",
         "opted_out": "X-Robots-Tag says noai or noimageai to everyone or to our user agent",
-        "too_large": "over max_bytes, or over max_pixels (the decompression-bomb guard)",
+        "too_large": "over max_bytes (as sent or once decoded), or over max_pixels (the "
+        "decompression-bomb guard)",
+        "bad_encoding": "a Content-Encoding we did not ask for (we ask for gzip and deflate), or a "
+        "body that does not decode as its Content-Encoding says",
         "missing_image_file": "the image_path does not exist",
         "read_error": "the image_path exists but cannot be read",
         "not_an_image": "the bytes are not an image of an allowed format",
@@ -85,6 +95,13 @@ REFUSAL_BODY_BYTES = 4096  # of a 429's body, read to tell a permanent refusal f
 POLL = 0.02  # seconds between looks at a host gate another thread holds
 OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai"})
 CHUNK_BYTES = 64 * 1024
+# The Content-Encodings asked for (Accept-Encoding) and decoded; x-gzip is gzip's old name.
+ACCEPT_ENCODING = "gzip, deflate"
+DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+class BrokenBody(Exception):
+    """The connection broke while the body streamed in: the download is tried again."""
 
 
 class Throttled(NamedTuple):
@@ -213,7 +230,11 @@ class ImageFetcher:
         self.user_agent = config.user_agent or DEFAULT_USER_AGENT
         self._robots_token = re.match(r"[^/\s]*", self.user_agent).group(0).lower()
         self.session = http.session(
-            {"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.8"},
+            {
+                "User-Agent": self.user_agent,
+                "Accept": "image/*,*/*;q=0.8",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             GuardedAdapter(
                 self.policy,
                 pool_connections=max(10, config.per_host * 2),
@@ -376,23 +397,24 @@ class ImageFetcher:
         bytes/s; raises `Rejected`, or `HostRefused` for a 429 or 503."""
         target = self.target_url(image_url, original_width)
         # One deadline for the attempt, the fallback below included.
-        deadline = time.monotonic() + self.config.deadline
-        try:
-            return self._download(target, gate, deadline)
-        except Rejected as rejected:
-            status = rejected.reason.removeprefix("http_")
-            if not (
-                target != normalize_url(image_url)
-                and status.isdigit()
-                and int(status) in THUMB_FALLBACK_STATUSES
-            ):
-                raise
-        # The thumbnail could not be had: the URL the source gave may still be.
-        return self._download(normalize_url(image_url), gate, deadline)
+        with http.bounded(self.config.deadline) as deadline:
+            try:
+                return self._download(target, gate, deadline)
+            except Rejected as rejected:
+                status = rejected.reason.removeprefix("http_")
+                if not (
+                    target != normalize_url(image_url)
+                    and status.isdigit()
+                    and int(status) in THUMB_FALLBACK_STATUSES
+                ):
+                    raise
+            # The thumbnail could not be had: the URL the source gave may still be.
+            return self._download(normalize_url(image_url), gate, deadline)
 
-    def _download(self, target: str, gate: HostGate | None, deadline: float) -> bytes:
+    def _download(self, target: str, gate: HostGate | None, deadline: http.Deadline) -> bytes:
         url = self.request_url(target)
-        for _ in range(MAX_REDIRECTS + 1):
+        redirects = broken = 0
+        while True:
             try:
                 self.policy.check_url(url)
             except PrivateAddressError as err:
@@ -402,6 +424,10 @@ class ImageFetcher:
             response = self._get(url, deadline)
             with response:
                 if response.is_redirect:
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        detail = f"more than {MAX_REDIRECTS}, last {url}"
+                        raise Rejected("too_many_redirects", detail)
                     url = normalize_url(urljoin(url, response.headers["Location"]))
                     continue
                 status = response.status_code
@@ -410,18 +436,23 @@ class ImageFetcher:
                 if not 200 <= status < 300:
                     raise Rejected(f"http_{status}", url)
                 self._check_headers(response)
-                return self._read_body(response, deadline, gate)
-        raise Rejected("too_many_redirects", f"more than {MAX_REDIRECTS}, last {url}")
+                try:
+                    return self._read_body(response, deadline, gate)
+                except BrokenBody as err:
+                    if broken >= self.config.retries:
+                        raise Rejected("connection_error", str(err)) from None
+                    broken += 1
+            time.sleep(min(http.backoff_seconds(broken), deadline.remaining()))
 
-    def _refused(self, response: requests.Response, url: str, deadline: float) -> None:
+    def _refused(self, response: requests.Response, url: str, deadline: http.Deadline) -> None:
         """Raises for a 429 or 503: `Rejected` (`thumbnail_width_refused`) for the upload
         host's permanent refusal of a width, else `HostRefused`. At most `REFUSAL_BODY_BYTES`
         of the body are read, piece by piece within the deadline."""
         status = response.status_code
         chunks, total = [], 0
-        while total < REFUSAL_BODY_BYTES and time.monotonic() < deadline:
+        while total < REFUSAL_BODY_BYTES and not deadline.passed:
             try:
-                chunk = response.raw.read1(REFUSAL_BODY_BYTES - total)
+                chunk = response.raw.read1(REFUSAL_BODY_BYTES - total, decode_content=True)
             except (urllib3.exceptions.HTTPError, OSError):
                 break
             if not chunk:
@@ -436,60 +467,87 @@ class ImageFetcher:
         detail = f"{url}: Retry-After {response.headers.get('Retry-After')}" if final else url
         raise HostRefused(Throttled(status, retry_after, detail, final))
 
-    def _get(self, url: str, deadline: float) -> requests.Response:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise Rejected("timeout", f"deadline of {self.config.deadline:g}s passed")
-        timeout = http.timeouts(self.config.connect_timeout, self.config.read_timeout, remaining)
+    def _get(self, url: str, deadline: http.Deadline) -> requests.Response:
+        """The answer's status and headers (the body left to stream), within the deadline."""
+        if deadline.passed:
+            raise self._timeout()
+        timeout = http.timeouts(
+            self.config.connect_timeout, self.config.read_timeout, deadline.remaining()
+        )
         try:
-            return self.session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+            response = self.session.get(url, stream=True, allow_redirects=False, timeout=timeout)
         except PrivateAddressError as err:
             raise Rejected("private_address", str(err)) from None
-        except requests.exceptions.Timeout as err:
-            raise Rejected("timeout", f"{type(err).__name__}: {url}") from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as err:
             raise Rejected("bad_url", str(err)[:200]) from None
+        except requests.exceptions.Timeout as err:
+            raise Rejected("timeout", f"{type(err).__name__}: {url}") from None
         except requests.exceptions.RequestException as err:
+            if deadline.passed:  # the watchdog cut the connection
+                raise self._timeout() from None
             raise Rejected("connection_error", f"{type(err).__name__}: {err}"[:200]) from None
+        if deadline.passed:  # the headers may have been cut short
+            response.close()
+            raise self._timeout()
+        return response
+
+    def _timeout(self, after: str = "") -> Rejected:
+        return Rejected("timeout", f"the deadline of {self.config.deadline:g}s passed{after}")
 
     def _check_headers(self, response: requests.Response) -> None:
         if self.config.respect_noai:
             tags = response.raw.headers.getlist("X-Robots-Tag")
             if tags and robots_opt_out(tags, self._robots_token):
                 raise Rejected("opted_out", f"X-Robots-Tag: {', '.join(tags)}"[:200])
+        encoding = response.headers.get("Content-Encoding", "")
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+        if codings != ["identity"] and not DECODED_ENCODINGS.issuperset(codings):
+            raise Rejected("bad_encoding", f"Content-Encoding: {encoding}"[:200])
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > self.config.max_bytes:
             raise Rejected("too_large", f"Content-Length {length} over {self.config.max_bytes}")
 
     def _read_body(
-        self, response: requests.Response, deadline: float, gate: HostGate | None = None
+        self, response: requests.Response, deadline: http.Deadline, gate: HostGate | None = None
     ) -> bytes:
-        """The body, read in pieces as they arrive. The deadline is checked after every piece,
-        so a trickling server is cut off at most one read timeout after it (each socket read
-        waits at most `read_timeout`); the byte cap is checked as the body grows. A wait for the
-        host's bytes/s is ours, not the host's: it moves the deadline along."""
+        """The body, decoded, read in pieces as they arrive; raises `BrokenBody` when the
+        connection breaks. The byte cap holds for the bytes sent and for the decoded ones, each
+        piece decoded no further than the cap allows (urllib3 inflates at most the piece asked
+        for). The deadline ends a trickle: the watchdog shuts the socket down at it, and
+        whatever the read then gives is a timeout. A wait for the host's bytes/s is ours, not
+        the host's: it moves the deadline along."""
         limit = self.config.max_bytes
-        chunks, total = [], 0
+        raw = response.raw
+        chunks, total, sent = [], 0, 0
         while True:
-            if time.monotonic() > deadline:
-                raise Rejected("timeout", f"deadline of {self.config.deadline:g}s, {total} bytes")
+            if deadline.passed:
+                raise self._timeout(f" after {total} bytes")
             try:
-                chunk = response.raw.read1(CHUNK_BYTES)
+                chunk = raw.read1(CHUNK_BYTES, decode_content=True)
             except urllib3.exceptions.ReadTimeoutError:
                 raise Rejected("timeout", f"read timeout after {total} bytes") from None
+            except urllib3.exceptions.DecodeError as err:
+                if deadline.passed:
+                    raise self._timeout(f" after {total} bytes") from None
+                detail = f"{response.headers.get('Content-Encoding')}: {err}"[:200]
+                raise Rejected("bad_encoding", detail) from None
             except (urllib3.exceptions.HTTPError, OSError) as err:
-                detail = f"{type(err).__name__} after {total} bytes: {err}"[:200]
-                raise Rejected("connection_error", detail) from None
+                if deadline.passed:
+                    raise self._timeout(f" after {total} bytes") from None
+                raise BrokenBody(f"{type(err).__name__} after {total} bytes: {err}"[:200]) from None
             if not chunk:
+                if deadline.passed:  # the end may be the watchdog's
+                    raise self._timeout(f" after {total} bytes")
                 return b"".join(chunks)
             total += len(chunk)
-            if total > limit:
+            if total > limit or raw.tell() > limit:
                 raise Rejected("too_large", f"body over {limit} bytes")
             chunks.append(chunk)
-            wait = gate.consume(len(chunk)) if gate is not None else 0.0
+            wait = gate.consume(raw.tell() - sent) if gate is not None else 0.0
+            sent = raw.tell()
             if wait > 0:
                 time.sleep(wait)
-                deadline += wait
+                deadline.extend(wait)
 
 
 def with_image(pair: Pair, stored: StoredImage, ref: str) -> Pair:

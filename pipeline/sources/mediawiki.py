@@ -21,9 +21,12 @@ not the expected shape), `api_<code>` (any other Action API error, e.g. `api_mis
 `bad_url` (an `api` requests cannot use: a configuration error, never retried).
 After `retries` retries the reason is the last failure's.
 
-The session, the timeouts and the reading of `Retry-After` are `pipeline.http`'s, as the image
-fetcher's are. Its address guard is not applied: `api` is the manifest's own endpoint, not an
-address a record supplied.
+The session, the timeouts, the whole-call deadline and the reading of `Retry-After` are
+`pipeline.http`'s, as the image fetcher's are: `timeout` bounds connecting and each wait for
+bytes, and a whole call (one attempt: connecting, the answer's headers and body) ends after
+`CALL_TIMEOUTS` times it however slowly the server trickles, a `timeout` retried as any. The
+address guard is not applied: `api` is the manifest's own endpoint, not an address a record
+supplied.
 
 The answer parsers (`page_from_answer`, `file_infos_from_answer`, `titles_from_answer`) are
 pure functions that accept both `formatversion=2` and the older `formatversion=1` shapes.
@@ -42,7 +45,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
-from requests.adapters import HTTPAdapter
 
 from pipeline import http
 
@@ -52,6 +54,8 @@ MAX_TITLES = 50
 ALLPAGES_MAX = 500
 # The least wait after a maxlag error that came without Retry-After (Manual:Maxlag_parameter).
 MAXLAG_MIN_WAIT = 5.0
+# A whole call (one attempt) ends after this many `timeout`s, a trickle included.
+CALL_TIMEOUTS = 4
 # Statuses that mean "later", retried with Retry-After or backoff.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Characters that cannot be in a title: such a name is answered None without a request.
@@ -307,7 +311,8 @@ class Etiquette:
     `requests_per_second`: request starts per second (0: no limit). `concurrency`: requests in
     flight at once. `retries`: retries after the first attempt. `backoff`: seconds; the n-th
     retry (n from 0) waits `backoff * 2**n` when the server gives no Retry-After. `max_wait`: the
-    cap on any one wait. `timeout`: seconds to connect and between bytes read.
+    cap on any one wait. `timeout`: seconds to connect and between bytes read; a whole call
+    (connecting, the answer's headers and body) ends after `CALL_TIMEOUTS` times it.
     """
 
     maxlag: int = 5
@@ -369,7 +374,7 @@ class MediaWikiClient:
                 "Accept-Encoding": "gzip",
                 "Accept": "application/json",
             },
-            HTTPAdapter(pool_connections=1, pool_maxsize=e.concurrency, max_retries=0),
+            http.BoundedAdapter(pool_connections=1, pool_maxsize=e.concurrency, max_retries=0),
         )
 
     def close(self) -> None:
@@ -465,6 +470,33 @@ class MediaWikiClient:
                 self._gate.hold_off(min(wait, e.max_wait))
         raise AssertionError("unreachable")
 
+    def _get(self, query: Mapping[str, str]) -> requests.Response:
+        """The answer to one request, read whole within `CALL_TIMEOUTS` timeouts."""
+        timeout = self.etiquette.timeout
+        limit = timeout * CALL_TIMEOUTS
+        with http.bounded(limit) as deadline:
+            try:
+                response = self.session.get(
+                    self.api, params=query, timeout=http.timeouts(timeout, timeout)
+                )
+            except requests.exceptions.Timeout as err:
+                raise _Again("timeout", type(err).__name__, None) from None
+            except requests.exceptions.RequestException as err:
+                if deadline.passed:  # the watchdog cut the connection
+                    raise _Again("timeout", f"the call ran past {limit:g}s", None) from None
+                if isinstance(err, requests.exceptions.ContentDecodingError):
+                    raise MediaWikiError("bad_response", f"{err}"[:300]) from None
+                if isinstance(
+                    err, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)
+                ):
+                    raise MediaWikiError("bad_url", f"{err}"[:300]) from None
+                detail = f"{type(err).__name__}: {err}"[:300]
+                raise _Again("connection_error", detail, None) from None
+            if deadline.passed:  # the answer may have been cut short
+                response.close()
+                raise _Again("timeout", f"the call ran past {limit:g}s", None)
+        return response
+
     def _attempt(self, query: Mapping[str, str]) -> Any:
         with self._gate.slots:
             wait = self._gate.reserve()
@@ -474,21 +506,7 @@ class MediaWikiClient:
                     self.waited += wait
             with self._count_lock:
                 self.requests_made += 1
-            try:
-                response = self.session.get(
-                    self.api,
-                    params=query,
-                    timeout=http.timeouts(self.etiquette.timeout, self.etiquette.timeout),
-                )
-            except requests.exceptions.Timeout as err:
-                raise _Again("timeout", type(err).__name__, None) from None
-            except requests.exceptions.ContentDecodingError as err:
-                raise MediaWikiError("bad_response", f"{err}"[:300]) from None
-            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as err:
-                raise MediaWikiError("bad_url", f"{err}"[:300]) from None
-            except requests.exceptions.RequestException as err:
-                detail = f"{type(err).__name__}: {err}"[:300]
-                raise _Again("connection_error", detail, None) from None
+            response = self._get(query)
         with response:
             status = response.status_code
             if status in RETRY_STATUSES:

@@ -17,8 +17,10 @@ import time
 
 import pytest
 import requests
+from raw_host import RawHost
 
 from pipeline.sources.mediawiki import (
+    CALL_TIMEOUTS,
     Etiquette,
     FileInfo,
     MediaWikiClient,
@@ -482,6 +484,37 @@ def test_timeouts_and_connection_errors_are_retried(wiki):
     with pytest.raises(MediaWikiError) as raised:
         client_for(wiki, retries=1).page(EGYPT)
     assert raised.value.reason == "connection_error"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "gap"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX-Pad: ", 0.1),  # headers, a byte at a time
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{", 0.1),  # the body too
+    ],
+    ids=["headers", "body"],
+)
+def test_a_whole_call_ends_by_its_deadline_however_slowly_the_server_trickles(prefix, gap):
+    """`timeout` bounds each wait for bytes; a server that sends one byte every 0.1 s never
+    trips it, and a call still ends after CALL_TIMEOUTS timeouts, retried as a timeout."""
+
+    def script(link):
+        link.read_request()
+        link.send(prefix)
+        link.trickle(b" " * 5000, gap)
+
+    with RawHost(script) as host:
+        client = MediaWikiClient(
+            host.url("/w/api.php"), UA, Etiquette(timeout=0.4, retries=1, requests_per_second=0)
+        )
+        start = time.monotonic()
+        with pytest.raises(MediaWikiError) as raised:
+            client.page(EGYPT)
+        elapsed = time.monotonic() - start
+    assert raised.value.reason == "timeout"
+    assert host.connections == 2
+    call = 0.4 * CALL_TIMEOUTS
+    assert 2 * call <= elapsed < 2 * call + 1.0 + 2.0  # two calls, a backoff of 1 s between
 
 
 def test_an_answer_that_is_not_json_is_bad_response(wiki):
