@@ -260,6 +260,8 @@ def row_start(header: list[str]) -> Callable[[str], bool]:
     needed = max(language, page, image) + 1
 
     def looks_like_row(text: str) -> bool:
+        if "\t" not in text:  # most lines of a description: the quick answer
+            return False
         fields = text.split("\t", needed)
         return (
             len(fields) >= needed
@@ -299,12 +301,14 @@ class Rows:
             yield item[1]
 
     def _is_row(self, fields: list[str] | None, span: list[tuple[int, str]]) -> bool:
-        return (
-            fields is not None
-            and len(fields) == self._width
-            and not self._capped
-            and not any(self._looks_like_row(text) for _, text in span[1:])
-        )
+        if fields is None or len(fields) != self._width or self._capped:
+            return False
+        if len(span) > 1:
+            looks_like_row = self._looks_like_row
+            for _, text in span[1:]:
+                if looks_like_row(text):
+                    return False
+        return True
 
     def _read_one(self, first: tuple[int, str]) -> list[str] | None:
         """The record starting with the line `first`, if it is a row; else None, the lines
