@@ -27,6 +27,7 @@ one empty shard of the empty set.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import math
@@ -36,9 +37,11 @@ from collections.abc import Callable, Iterator, Sequence
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.files import join, table_bytes, write_bytes
+from pipeline.sources.files import numbered_lines
 from pipeline.text import normalize_english
 from translators.ctranslate import Translation
 
@@ -87,12 +90,18 @@ def _score(text: str) -> float | None:
 
 
 def read_tsv(path: str, on_bad: OnBad) -> Iterator[MemoryEntry]:
-    """The entries of a memory TSV; `on_bad(where, why)` for each malformed line."""
-    with FileSystems.open(path) as f:
-        first = f.readline()
-        if not first:  # an empty file: no entries yet
+    """The entries of a memory TSV; `on_bad(where, why)` for each malformed line.
+
+    Read as the sources' files are (`pipeline.sources.files`): a byte-order mark is skipped,
+    and a `.gz` cut short fails naming FILE:LINE instead of ending quietly at the cut.
+    """
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+        lines = numbered_lines(stream, path)
+        first = next(lines, None)
+        if first is None:  # an empty file: no entries yet
             return
-        header = [name.strip() for name in first.decode("utf-8-sig").split("\t")]
+        header = [name.strip() for name in first[1].decode("utf-8").split("\t")]
         if "en" not in header or "ar" not in header:
             raise ValueError(
                 f"{path}:1: a memory TSV's header must name the columns en and ar "
@@ -100,10 +109,10 @@ def read_tsv(path: str, on_bad: OnBad) -> Iterator[MemoryEntry]:
             )
         en_at, ar_at = header.index("en"), header.index("ar")
         score_at = header.index("score") if "score" in header else None
-        for number, raw in enumerate(iter(f.readline, b""), start=2):
+        for number, data in lines:
             where = f"{path}:{number}"
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = data.decode("utf-8")
             except UnicodeDecodeError as err:
                 on_bad(where, f"not UTF-8 ({err.reason})")
                 continue

@@ -4,6 +4,15 @@ the `ReadFiles` transform that turns files into `(pairs, dropped)`.
 A reader is a pure function `parse(stream, path, source)` yielding one `Pair` or `Drop` per
 record; `ReadFiles` matches the source's globs, hands each file to that function whole, and routes
 the drops to the `dropped` output.
+
+Every reader takes its text through `physical_lines`, `numbered_lines` or `read_all`, which are
+where two things every text file may hold are dealt with once:
+- a UTF-8 byte-order mark (`EF BB BF`, written by Windows editors and some exporters) at the start
+  of the file is skipped, so it never becomes part of a header, a key or a caption;
+- a file that cannot be read to its end (a truncated or corrupt `.gz`) raises ValueError naming
+  the file and the line it could not be read past (`FILE:LINE: cannot read the file past this
+  line (…)`), since what follows that line cannot be counted; `ParseFiles` names the file of
+  any such error a reader lets through.
 """
 
 from __future__ import annotations
@@ -27,19 +36,28 @@ Parse = Callable[[BinaryIO, str, Any], Iterable[Pair | Drop]]
 
 # A truncated or corrupt file fails with one of these while it is read.
 READ_ERRORS = (OSError, EOFError, zlib.error)
+# The UTF-8 byte-order mark, skipped at the start of a file.
+BOM = b"\xef\xbb\xbf"
 
 
 class RawReader(io.RawIOBase):
-    """Any object with `read(n)` (Beam's `CompressedFile` has no more) as a raw binary stream."""
+    """Any object with `read(n)` (Beam's `CompressedFile` has no more) as a raw binary stream.
+
+    It reads with the stream's `read1` where there is one (a `GzipFile`, a local file): what one
+    read of the underlying data gives, not a loop until the buffer is full, so a truncated `.gz`
+    fails near where it was cut and the lines before it are read and counted first (with
+    `read`, a file cut within the first megabyte would fail before its first line).
+    """
 
     def __init__(self, stream):
         self._stream = stream
+        self._read = getattr(stream, "read1", stream.read)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._stream.read(len(buffer))
+        data = self._read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
@@ -56,12 +74,14 @@ def open_matched(readable: fileio.ReadableFile) -> Iterator[BinaryIO]:
         yield gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
 
 
-def numbered_lines(stream, path: str) -> Iterator[tuple[int, bytes]]:
-    """(line number from 1, the line's bytes without `\\n` or `\\r\\n`) for every line.
+def physical_lines(stream, path: str, what: str = "file") -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, the line's bytes with its line end) for every line; a byte-order mark
+    at the start of the file is left out.
 
     Lines end only at `\\n`: a stray `\\r` or other Unicode line break inside a caption stays in
-    it. A file that cannot be read to its end raises ValueError naming the file and the line, since
-    what follows that line cannot be counted.
+    it. A file that cannot be read to its end raises ValueError naming the file and the line
+    (`FILE:LINE: cannot read the <what> past this line (…)`), since what follows that line
+    cannot be counted.
     """
     lines = io.BufferedReader(RawReader(stream), buffer_size=1 << 20)
     number = 0
@@ -70,22 +90,35 @@ def numbered_lines(stream, path: str) -> Iterator[tuple[int, bytes]]:
             line = lines.readline()
         except READ_ERRORS as err:
             raise ValueError(
-                f"{path}:{number + 1}: cannot read the file past this line ({err})"
+                f"{path}:{number + 1}: cannot read the {what} past this line ({err})"
             ) from err
         if not line:
             return
         number += 1
+        if number == 1 and line.startswith(BOM):
+            line = line[len(BOM) :]
+            if not line:
+                return  # the mark was all the file held
+        yield number, line
+
+
+def numbered_lines(stream, path: str, what: str = "file") -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, the line's bytes without `\\n` or `\\r\\n`) for every line, as
+    `physical_lines` reads them (a byte-order mark left out, a read error naming FILE:LINE)."""
+    for number, line in physical_lines(stream, path, what):
         if line.endswith(b"\n"):
             line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
         yield number, line
 
 
 def read_all(stream, path: str) -> bytes:
-    """The whole file, or ValueError naming it when it cannot be read to its end."""
+    """The whole file without a leading byte-order mark, or ValueError naming it when it cannot
+    be read to its end."""
     try:
-        return stream.read()
+        data = stream.read()
     except READ_ERRORS as err:
         raise ValueError(f"{path}: cannot read the file to its end ({err})") from err
+    return data[len(BOM) :] if data.startswith(BOM) else data
 
 
 def list_folder(folder: str) -> frozenset[str]:
@@ -116,12 +149,16 @@ class ParseFiles(beam.DoFn):
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
-        with open_matched(readable) as stream:
-            for record in self._parse(stream, path, self._source):
-                if isinstance(record, Drop):
-                    yield beam.pvalue.TaggedOutput(DROPPED, record)
-                else:
-                    yield record
+        try:
+            with open_matched(readable) as stream:
+                for record in self._parse(stream, path, self._source):
+                    if isinstance(record, Drop):
+                        yield beam.pvalue.TaggedOutput(DROPPED, record)
+                    else:
+                        yield record
+        except READ_ERRORS as err:
+            # The readers name the line; this names the file for a read error one lets through.
+            raise ValueError(f"{path}: {type(err).__name__}: {err}") from err
 
 
 class ReadFiles(beam.PTransform):

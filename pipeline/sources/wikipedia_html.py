@@ -26,8 +26,9 @@ The caption is the first non-empty of: the displayed caption (figcaption of a th
 thumbcaption, gallerytext, infobox caption), the `data-mw` caption, `alt`, `title`, and last the
 figcaption a floated non-thumb figure carries without showing it (the same text as its tooltip).
 Caption text has references, magnify links, edit links and TemplateStyles removed, `<br>` and
-block boundaries as spaces, whitespace runs collapsed; bidi marks are left in for
-`filters.text.normalize_caption`, which removes them with the rest of the pipeline's captions.
+block boundaries as spaces, whitespace runs collapsed; bidi marks and control characters are
+left in for `pipeline.text.normalize_caption`, which removes them from every caption (the caption
+filter applies it), but a caption made only of them is no caption.
 
 The document is walked once, in order, stopping at headings (the current section), `<base>`
 and media elements; the work per figure is one walk up its ancestors and small reads around
@@ -134,8 +135,11 @@ _BLOCK_TAGS = frozenset(
         "h5", "h6",
     }
 )  # fmt: skip
-# A caption made only of whitespace, bidi marks and invisible joiners is no caption.
-_VISIBLE = re.compile(r"[^\s\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# A caption made only of whitespace, control characters, bidi marks and invisible joiners is
+# no caption.
+_VISIBLE = re.compile(
+    r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+)
 _LEADING_INT = re.compile(r"\s*(\d+)")
 # A video's poster frame (`…/220px--Name.webm.jpg`), shown as an <img> by the legacy
 # TimedMediaHandler pop-up player: the file is still a video.

@@ -1,9 +1,35 @@
 """ReadWit: WIT TSV shards (`.tsv`, `.tsv.gz`) to genuine Arabic pairs.
 
 WIT shards are tab-separated with a header and CSV quoting: a field holding a newline, tab or
-quote is wrapped in `"…"`, so the files are read with the csv module (never split on lines) and
-with its field size limit lifted (context fields exceed 131,072 characters). Booleans are
-lowercase `true`/`false`.
+quote is wrapped in `"…"`, so rows are read with the csv module (never split on lines) and with
+its field size limit lifted (context fields exceed 131,072 characters). Booleans are lowercase
+`true`/`false`.
+
+**Every line counted, runaway quotes.** A field that merely starts with a `"` (a caption written
+by a tool that does not quote) opens a quoted field in CSV, and that field runs on over line ends
+until some later quote closes it, swallowing the rows in between. So the reader reads the
+physical lines itself and hands them to the csv module one by one, knowing which lines each
+record came from, and judges every record:
+- it is a row when it has the header's column count and, if it spans several lines, none of the
+  lines after its first looks like the start of a row (a language code, then http(s) page and
+  image URLs, in the header's columns): a genuine quoted newline sits inside a description, a
+  runaway quote swallows whole rows. A record read from more than `MAX_RECORD_LINES` lines is a
+  runaway whatever it holds.
+- When it is not a row (or the csv module raised on it), its first line, where the runaway quote
+  opened, is read again, each reading judged the same way, the first row found kept:
+  1. with every field of the line that starts with a quote but is not a well-formed quoted field
+     taken literally, one such field at a time (the field then ends at the next tab, while a
+     well-formed multi-line field later on the line still spans its lines); a field holding a
+     carriage return, which the csv module refuses outside quotes, is taken literally too;
+  2. as plain tab-separated text, the line alone (a well-formed quoted field unquoted, any other
+     field as it is).
+  A row found this way keeps the stray quote in its caption. When no reading gives a row, that
+  line alone is dropped (`wrong_column_count`, or `malformed_row` when the csv module raised),
+  and the lines after it are read again from the next line on, so the rows a runaway quote
+  swallowed are read as the rows they are.
+Every physical line after the header thus ends up in exactly one record: a row (kept, or dropped
+with its reason and first line) or a dropped line (with its line). The cost is one more parse of
+the few lines of a rejected record, never of the good ones.
 
 The caption is the first usable field in this order (`caption_field` on every row says which):
 1. `caption_reference_description`: the caption shown under the image on the article, written
@@ -20,17 +46,17 @@ text); when no field is, the first candidate goes on and language ID drops it as
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import re
 import sys
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from pipeline.config import require
 from pipeline.records import GENUINE, Drop, Pair, pair_id
 from pipeline.sources.base import GENUINE_ARABIC, KindProfile, KnownFile, SourceKind
-from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles
+from pipeline.sources.files import ReadFiles, physical_lines
 from pipeline.steps import Reasons
 from pipeline.text import arabic_letter_share, is_filename, normalize_caption
 
@@ -52,8 +78,9 @@ REASONS = Reasons(
     {
         "other_language": "the row's language is not in the source's languages (counted per "
         "file, detail: the language)",
-        "malformed_row": "the row cannot be parsed as CSV-quoted TSV",
-        "wrong_column_count": "the row has a column count other than the header's",
+        "malformed_row": "the line cannot be parsed as CSV-quoted TSV, nor as plain TSV",
+        "wrong_column_count": "the row (or the line a runaway quote starts on) has a column "
+        "count other than the header's, read with CSV quoting and as plain TSV",
         "invalid_utf8": "a caption or URL field is not valid UTF-8",
         "no_image_url": "the image_url is not an http(s) URL",
         "unsupported_mime": "the file is not a raster image (SVG, audio, video, PDF ...)",
@@ -188,21 +215,187 @@ def _is_raster(mime: str, url: str) -> bool:
     return not url.lower().endswith(".svg")  # a dirty row without a MIME type
 
 
+# A record the csv module reads from more lines than this is a runaway quote, whatever it holds.
+MAX_RECORD_LINES = 10_000
+# A WIT language code: `ar`, `zh-TW`, `sr-Latn`, `be-tarask`, `zh-min-nan`, `simple`.
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,12}(?:-[A-Za-z0-9]{1,12})*")
+# A field that is one well-formed CSV quoted field: quotes around it, inner quotes doubled.
+_QUOTED_FIELD = re.compile(r'"(?:[^"]|"")*"')
+
+
+# What `Rows` yields: (first line, fields, None, None) for a row, (line, None, reason, detail)
+# for a line that is no row.
+Record = tuple[int, list[str] | None, str | None, str | None]
+
+
+def _csv_reader(lines: Iterable[str]):
+    return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_MINIMAL, strict=False)
+
+
+def _line_end(text: str) -> int:
+    """Where the line end (`\\n` or `\\r\\n`) of a physical line starts."""
+    if text.endswith("\r\n"):
+        return len(text) - 2
+    return len(text) - 1 if text.endswith("\n") else len(text)
+
+
+def _quote(field: str) -> str:
+    """`field` as one quoted CSV field, every character of it literal."""
+    return '"' + field.replace('"', '""') + '"'
+
+
+def _plain_fields(body: str) -> list[str]:
+    """A line as plain tab-separated text: a field that is a well-formed quoted field is
+    unquoted, any other field is kept as it is (a stray quote included)."""
+    return [
+        f[1:-1].replace('""', '"') if f.startswith('"') and _QUOTED_FIELD.fullmatch(f) else f
+        for f in body.split("\t")
+    ]
+
+
+def row_start(header: list[str]) -> Callable[[str], bool]:
+    """A test of whether a physical line looks like the start of a row: a language code, then
+    an http(s) page URL and image URL, in the header's columns."""
+    language, page, image = (header.index(c) for c in ("language", "page_url", "image_url"))
+    needed = max(language, page, image) + 1
+
+    def looks_like_row(text: str) -> bool:
+        if "\t" not in text:  # most lines of a description: the quick answer
+            return False
+        fields = text.split("\t", needed)
+        return (
+            len(fields) >= needed
+            and fields[page].startswith(("https://", "http://"))
+            and fields[image].startswith(("https://", "http://", "//"))
+            and _LANGUAGE_CODE.fullmatch(fields[language]) is not None
+        )
+
+    return looks_like_row
+
+
+class Rows:
+    """The records of a shard's data lines (`Record`s), runaway quotes recovered as the module
+    docstring says. `lines` are `(line number, text with its line end)`."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]], width: int, looks_like_row):
+        self._lines = lines
+        self._pending: deque[tuple[int, str]] = deque()  # lines to read again, in order
+        self._width = width
+        self._looks_like_row = looks_like_row
+        self._span: list[tuple[int, str]] = []  # the lines of the record being read
+        self._capped = False
+
+    def _feed(self) -> Iterator[str]:
+        """The lines for the csv module, each noted in the current span; stops a record at
+        `MAX_RECORD_LINES` lines."""
+        pending, lines = self._pending, self._lines
+        while True:
+            span = self._span
+            if len(span) >= MAX_RECORD_LINES:
+                self._capped = True
+                return
+            item = pending.popleft() if pending else next(lines, None)
+            if item is None:
+                return
+            span.append(item)
+            yield item[1]
+
+    def _is_row(self, fields: list[str] | None, span: list[tuple[int, str]]) -> bool:
+        if fields is None or len(fields) != self._width or self._capped:
+            return False
+        if len(span) > 1:
+            looks_like_row = self._looks_like_row
+            for _, text in span[1:]:
+                if looks_like_row(text):
+                    return False
+        return True
+
+    def _read_one(self, first: tuple[int, str]) -> list[str] | None:
+        """The record starting with the line `first`, if it is a row; else None, the lines
+        after `first` it read put back to be read again."""
+        self._span, self._capped = [first], False
+        try:
+            fields = next(_csv_reader(itertools.chain([first[1]], self._feed())))
+        except (StopIteration, csv.Error):
+            fields = None
+        if self._is_row(fields, self._span):
+            return fields
+        self._pending.extendleft(reversed(self._span[1:]))
+        return None
+
+    def __iter__(self) -> Iterator[Record]:
+        while True:
+            reader = _csv_reader(self._feed())
+            while True:
+                self._span, self._capped = [], False
+                try:
+                    fields, error = next(reader), None
+                except StopIteration:
+                    fields, error = None, None
+                except csv.Error as err:
+                    fields, error = None, err
+                if not self._span:
+                    return
+                if self._is_row(fields, self._span):
+                    yield self._span[0][0], fields, None, None
+                    continue
+                yield self._recover(self._span, fields, error)
+                break  # a new reader, from the line after the recovered line or row
+
+    def _recover(self, span, fields, error) -> Record:
+        """The record of a span that is not a row: its first line read again (module
+        docstring), the lines after that line put back to be read again."""
+        (number, text), last, capped = span[0], span[-1][0], self._capped
+        self._pending.extendleft(reversed(span[1:]))
+        body = text[: _line_end(text)]
+        parts = body.split("\t")
+        # A carriage return in an unquoted field stops the csv module: such a field is quoted.
+        unquoted_cr = [_quote(f) if "\r" in f and not f.startswith('"') else f for f in parts]
+        readings = [unquoted_cr] if unquoted_cr != parts else []
+        strays = [
+            i for i, f in enumerate(parts) if f.startswith('"') and not _QUOTED_FIELD.fullmatch(f)
+        ]
+        readings += [
+            [*unquoted_cr[:i], _quote(parts[i]), *unquoted_cr[i + 1 :]]
+            for i in strays[: self._width]
+        ]
+        for reading in readings:
+            found = self._read_one((number, "\t".join(reading) + text[len(body) :]))
+            if found is not None:
+                return number, found, None, None
+        plain = _plain_fields(body)
+        if len(plain) == self._width:
+            return number, plain, None, None
+        if error is not None:
+            return number, None, "malformed_row", str(error)
+        where = ""
+        if capped:
+            where = f"a quoted field ran past {MAX_RECORD_LINES} lines; "
+        elif last > number:
+            where = f"a quoted field ran to line {last}; "
+        columns = len(fields) if fields is not None else len(plain)
+        detail = f"{where}{columns} columns, expected {self._width}, {len(plain)} as plain TSV"
+        return number, None, "wrong_column_count", detail
+
+
 def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
-    """Every data row of one shard (a binary stream) as a `Pair` or a `Drop`; rows of other
+    """Every data line of one shard (a binary stream) in a `Pair` or a `Drop`; rows of other
     languages are counted, one `Drop` per language.
 
-    Raises ValueError (naming the file) only when the file is not a WIT shard at all.
+    Raises ValueError naming the file when it is not a WIT shard at all, and naming the file and
+    line when it cannot be read to its end.
     """
-    # newline="" hands the csv module the raw line ends it needs for quoted newlines; bytes that
-    # are not UTF-8 survive as lone surrogates, and their row is dropped as `invalid_utf8`.
-    binary = io.BufferedReader(RawReader(stream), buffer_size=1 << 20)
-    text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
-    reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_MINIMAL, strict=False)
-    try:
-        header = next(reader)
-    except StopIteration:
+    # Bytes that are not UTF-8 survive as lone surrogates, and their row is dropped as
+    # `invalid_utf8`. A line ends at a line feed only; the line end is kept for the csv module.
+    lines = (
+        (number, raw.decode("utf-8", "surrogateescape"))
+        for number, raw in physical_lines(stream, path, "shard")
+    )
+    first = next(lines, None)
+    if first is None:
         return
+    try:
+        header = next(_csv_reader([first[1]]), [])
     except csv.Error as err:
         raise ValueError(f"{path}:1: cannot read the WIT header ({err})") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -213,27 +406,9 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
     accepted = set(source.languages)
     language_column = header.index("language")
     other_languages: Counter[str] = Counter()
-    line = reader.line_num + 1
-    while True:
-        start = line
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except READ_ERRORS as err:
-            # A truncated or corrupt file: the rest of it cannot be counted, so the run stops.
-            raise ValueError(
-                f"{path}:{start}: cannot read the shard past this line ({err})"
-            ) from err
-        except csv.Error as err:  # e.g. "line contains NUL" on Python 3.10
-            line = reader.line_num + 1
-            yield Drop(source.name, "malformed_row", path, start, str(err)[:200])
-            continue
-        line = reader.line_num + 1
-        if len(fields) != len(header):
-            # An unbalanced quote swallows the lines after it into one field: the span shows it.
-            detail = f"{len(fields)} columns, expected {len(header)}, lines {start}-{line - 1}"
-            yield Drop(source.name, "wrong_column_count", path, start, detail)
+    for start, fields, reason, detail in Rows(lines, len(header), row_start(header)):
+        if fields is None:
+            yield Drop(source.name, reason, path, start, detail[:200])
             continue
         # Most rows are another language: count them before building the row's dict.
         language = fields[language_column].strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -158,3 +160,17 @@ def test_each_set_of_translations_has_its_own_files(tmp_path):
     assert len(files) == 3
     rows = sorted(en for path in files for en, _ in read(path)[0])
     assert rows == ["A cat.", "A dog."]
+
+
+def test_tsv_gz_with_a_byte_order_mark_and_a_truncated_one(tmp_path):
+    path = tmp_path / "memory.tsv.gz"
+    lines = "".join(f"A cat number {i:x}.\tقطة رقم {i}.\n" for i in range(0, 200_000, 7))
+    data = gzip.compress(b"\xef\xbb\xbf" + f"en\tar\n{lines}".encode())
+    path.write_bytes(data)
+    entries, bad = read(path)
+    assert (len(entries), bad) == (len(range(0, 200_000, 7)), [])
+    assert entries[0] == ("A cat number 0.", ("قطة رقم 0.", None))
+    # Cut short: the run stops naming the file and line, not half a memory used quietly.
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"^{path}:\d+: cannot read the file past this line"):
+        read(path)

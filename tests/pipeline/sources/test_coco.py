@@ -329,3 +329,19 @@ def test_the_demo_sample_reads_whole_and_its_memory_misses_one_caption():
     assert {p.caption_en for p in pairs if p.caption_en not in memory} == {
         "A city bus stopped at an intersection on a cloudy day."
     }
+
+
+def test_a_byte_order_mark_before_the_json_is_skipped():
+    data = json.dumps(release_2017(TRAIN_IMAGES, TRAIN_ANNOTATIONS)).encode()
+    with_mark = parse(b"\xef\xbb\xbf" + data)
+    assert with_mark == parse(data)
+    assert len(pairs_of(with_mark)) == 7
+
+
+def test_control_characters_and_json_escapes_never_reach_caption_en():
+    annotations = [
+        {"image_id": 57870, "id": 1, "caption": "A cat\u0000 on a\u0085sofa\u202e .\n"},
+        {"image_id": 57870, "id": 2, "caption": "A dog \ud800on a rug ."},  # a lone surrogate
+    ]
+    records = parse(json.dumps(release_2017(TRAIN_IMAGES, annotations)).encode())
+    assert [p.caption_en for p in pairs_of(records)] == ["A cat on a sofa .", "A dog on a rug ."]

@@ -191,3 +191,20 @@ def test_the_demo_sample_reads_whole_and_its_memory_misses_one_caption():
     assert {c for c in captions if c not in demo_memory()} == {
         "aerial view of the river flowing through the city"
     }
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_caption():
+    records = parse(b"\xef\xbb\xbfa bus station\thttp://x/1.jpg\nthe city\thttp://x/2.jpg\n")
+    assert [(p.input_line, p.caption_en) for p in pairs_of(records)] == [
+        (1, "a bus station"),
+        (2, "the city"),
+    ]
+
+
+def test_control_and_bidi_characters_never_reach_caption_en():
+    records = parse("a dog\x00 runs\x85on the\u202e beach\x1b .\thttp://x/1.jpg\n".encode())
+    assert [p.caption_en for p in pairs_of(records)] == ["a dog runs on the beach ."]
+    # The id is of the caption as it is kept.
+    assert pairs_of(records)[0].id == pair_id(
+        "conceptual_captions", "http://x/1.jpg", "a dog runs on the beach ."
+    )

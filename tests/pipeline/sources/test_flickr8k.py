@@ -218,3 +218,14 @@ def test_the_demo_sample_reads_whole_and_its_memory_misses_one_caption():
     assert {p.caption_en for p in pairs if p.caption_en not in memory} == {
         "A biker is riding through the trees ."
     }
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key():
+    records = parse(
+        b"\xef\xbb\xbf1000268201_693b08cb0e.jpg#0\tA child in a pink dress .\n",
+        "/img",
+        {"1000268201_693b08cb0e.jpg"},
+    )
+    assert [(p.input_line, p.source_key) for p in pairs_of(records)] == [
+        (1, "1000268201_693b08cb0e.jpg#0")
+    ]

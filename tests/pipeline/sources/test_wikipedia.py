@@ -391,3 +391,22 @@ def test_read_wikipedia_in_a_pipeline_crawl_and_dump(wiki, tmp_path):
                 equal_to(list({**DROPS, **extra}.items())),
                 label=f"CheckDropped{name}",
             )
+
+
+def test_a_byte_order_mark_on_a_dump_its_members_and_a_titles_file_is_skipped(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    members = {name: bom + data for name, data in DUMP_MEMBERS.items()}
+    path = tmp_path / "arwiki-NS0-20240601-ENTERPRISE-HTML.json.tar.gz"
+    path.write_bytes(archive(members))
+    plain = tmp_path / "arwiki_namespace_0_1.ndjson"
+    plain.write_bytes(members["arwiki_namespace_0_1.ndjson"])
+    titles = tmp_path / "titles.txt"
+    titles.write_bytes(bom + "نهر النيل\n".encode())
+    for dump, bad_lines in ((path, [2]), (plain, [])):
+        src = WikipediaSource(dump=(str(dump),), titles_file=str(titles))
+        with gzip.open(dump, "rb") if dump is path else open(dump, "rb") as stream:
+            records = list(parse_dump(stream, str(dump), src))
+        assert [p.page_title for p in pairs_of(records)] == ["نهر النيل"], dump
+        # The first line of each member is an article; only the broken line 2 is no article.
+        bad = [r.input_line for r in records if getattr(r, "reason", "") == "bad_json_line"]
+        assert bad == bad_lines

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from records_of import drops_of, pairs_of
 from wit_files import WIT_COLUMNS, wit_bytes, wit_row, write_wit
 
@@ -20,6 +23,7 @@ from pipeline.sources.wit import (
     language_segments,
     parse_bool,
     parse_wit,
+    row_start,
 )
 
 SOURCE = WitSource(paths=("unused",))
@@ -265,3 +269,192 @@ def test_an_unexpected_failure_on_one_row_is_counted_and_the_shard_goes_on(monke
     assert [(r.reason, r.input_line) for r in records if isinstance(r, Drop)] == [
         ("wit_row_error", 2)
     ]
+
+
+# ---------------------------------------------------------------------------- runaway quotes
+
+
+def shard(captions: list[str], **fields: str) -> bytes:
+    """A shard of `ar` rows with these reference captions, written raw: a caption is put in
+    as it is, so a lone quote in it is not quoted."""
+    rows = [
+        wit_row(n, caption_reference_description=f"CAPTION{n}", **fields)
+        for n in range(1, len(captions) + 1)
+    ]
+    data = wit_bytes(rows)
+    for n, caption in reversed(list(enumerate(captions, 1))):
+        data = data.replace(f"CAPTION{n}".encode(), caption.encode())
+    return data
+
+
+def outcome(records) -> list[tuple]:
+    """(line, caption) for each pair and (line, reason) for each drop, in line order."""
+    return sorted(
+        (r.input_line, r.reason if isinstance(r, Drop) else r.caption_ar) for r in records
+    )
+
+
+def test_a_lone_quote_keeps_its_row_and_swallows_none_after_it():
+    """The issue's shard: every row's context holds a quoted newline (two lines a row)."""
+    captions = ['"منظر عام لمدينة'] + [f"صورة {n}" for n in range(2, 7)]
+    assert outcome(parse(shard(captions))) == [
+        (2, '"منظر عام لمدينة'),
+        *((2 * n, f"صورة {n}") for n in range(2, 7)),
+    ]
+
+
+def test_two_lone_quotes_in_one_column_are_not_read_as_one_row():
+    """The runaway from row 1 closes at row 4's quote and has, by chance, the header's 17
+    columns: the whole rows inside it give it away."""
+    captions = ['"أول', "صورة 2", "صورة 3", '"رابع', "صورة 5"]
+    assert outcome(parse(shard(captions, context_page_description="سياق"))) == [
+        (2, '"أول'),
+        (3, "صورة 2"),
+        (4, "صورة 3"),
+        (5, '"رابع'),
+        (6, "صورة 5"),
+    ]
+
+
+def test_a_quote_that_never_closes_loses_no_row_to_the_end_of_the_file():
+    captions = ["صورة 1", '"لا تغلق', "صورة 3", "صورة 4"]
+    assert outcome(parse(shard(captions, context_page_description="سياق"))) == [
+        (2, "صورة 1"),
+        (3, '"لا تغلق'),
+        (4, "صورة 3"),
+        (5, "صورة 4"),
+    ]
+
+
+def test_a_quote_mid_field_or_a_well_formed_quoted_field_is_no_runaway():
+    captions = ['قال "مرحبا', '"اقتباس ""كامل"""', "صورة 3"]
+    assert outcome(parse(shard(captions))) == [
+        (2, 'قال "مرحبا'),
+        (4, 'اقتباس "كامل"'),
+        (6, "صورة 3"),
+    ]
+
+
+def test_a_runaway_on_a_line_that_is_no_row_drops_that_line_alone():
+    """No reading of the line gives a row: it is dropped, naming its line, and the lines after
+    it are read again (here the next row, which the runaway swallowed)."""
+    lines = shard(["صورة 1", "صورة 2"]).split(b"\n")
+    broken = 'ar\thttps://ar.wikipedia.org/wiki/X\t"شارع في القاهرة\tصورة'.encode()
+    records = parse(b"\n".join([lines[0], broken, *lines[1:]]))
+    assert outcome(records) == [(2, "wrong_column_count"), (3, "صورة 1"), (5, "صورة 2")]
+    [drop] = [r for r in records if isinstance(r, Drop)]
+    assert drop.input_file == "shard.tsv"
+    assert drop.detail.startswith("a quoted field ran to line ")
+
+
+def test_a_runaway_is_cut_at_max_record_lines(monkeypatch):
+    """A record read from more lines than MAX_RECORD_LINES is a runaway whatever it holds: the
+    reader never holds more lines than that, and still loses no row."""
+    import pipeline.sources.wit as wit
+
+    monkeypatch.setattr(wit, "MAX_RECORD_LINES", 3)
+    lines = shard([f"صورة {n}" for n in range(1, 6)], context_page_description="سياق").split(b"\n")
+    broken = b'no\trow\t"runs on'
+    records = parse(b"\n".join([lines[0], broken, *lines[1:]]))
+    assert outcome(records) == [
+        (2, "wrong_column_count"),
+        *((n + 2, f"صورة {n}") for n in range(1, 6)),
+    ]
+    [drop] = [r for r in records if isinstance(r, Drop)]
+    assert drop.detail.startswith("a quoted field ran past 3 lines")
+
+
+def test_a_long_genuine_quoted_field_stays_one_row():
+    """A quoted description of many lines, one of them with tabs, is one row: none of its lines
+    looks like the start of a row."""
+    context = "\n".join(["فقرة أولى", "عمود\tعمود\tعمود", *(f"فقرة {n}" for n in range(50))])
+    captions = ["صورة 1", "صورة 2"]
+    records = parse(shard(captions, context_section_description=context))
+    assert outcome(records) == [(2, "صورة 1"), (55, "صورة 2")]
+    assert pairs_of(records)[0].caption_ar == "صورة 1"
+
+
+def test_a_carriage_return_in_an_unquoted_field_keeps_its_row():
+    """The csv module refuses a CR outside quotes; the field is read literally instead."""
+    captions = ["صورة 1", "قلعة\rحلب", "صورة 3"]
+    assert outcome(parse(shard(captions))) == [(2, "صورة 1"), (4, "قلعة حلب"), (6, "صورة 3")]
+
+
+def test_row_start_recognises_a_row_and_nothing_in_a_description():
+    looks_like_row = row_start(list(WIT_COLUMNS))
+    assert looks_like_row(body(wit_row(1)).decode())
+    assert looks_like_row("zh-TW\thttps://zh.wikipedia.org/wiki/X\t//upload.wikimedia.org/a.jpg\n")
+    assert not looks_like_row("سطر ثان فيه اقتباس.\tوصف القسم\n")
+    assert not looks_like_row("ar\tnot a url\thttps://upload.wikimedia.org/a.jpg")
+    assert not looks_like_row("Arabic text\thttps://a\thttps://b")
+
+
+# How a caption is written into a shard, and the caption read back.
+CAPTION_STARTS = {
+    "plain": ("صورة {n}", "صورة {n}"),
+    "lone quote": ('"صورة {n}', '"صورة {n}'),
+    "quote inside": ('x"صورة {n}', 'x"صورة {n}'),
+    "quote run": ('"""صورة {n}', '"""صورة {n}'),  # never closes: a runaway, read literally
+    "quoted": ('"""صورة {n}"""', '"صورة {n}"'),  # a well-formed quoted field
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(CAPTION_STARTS)), st.booleans()),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_every_row_is_read_whatever_quotes_start_the_captions(rows):
+    """Any mix of stray quotes in captions and rows with a quoted newline in their context:
+    every row is a pair, on its own first line, with its caption as written."""
+    written = [
+        wit_row(
+            n,
+            caption_reference_description=f"CAPTION{n}",
+            context_page_description="سطر\nسطر" if multiline else "سطر",
+        )
+        for n, (_, multiline) in enumerate(rows, 1)
+    ]
+    data = wit_bytes(written)
+    expected, line = [], 2
+    for n, (kind, multiline) in enumerate(rows, 1):
+        raw, read = (text.format(n=n) for text in CAPTION_STARTS[kind])
+        data = data.replace(f"CAPTION{n}\t".encode(), raw.encode() + b"\t", 1)
+        expected.append((line, read))
+        line += 2 if multiline else 1
+    assert outcome(parse(data)) == expected
+
+
+# ---------------------------------------------------------------------------- BOM, truncation
+
+
+def test_a_byte_order_mark_before_the_header_is_skipped():
+    data = b"\xef\xbb\xbf" + wit_bytes([wit_row(1, caption_reference_description="قلعة")])
+    [pair] = parse(data)
+    assert pair.caption_ar == "قلعة" and pair.input_line == 2
+    assert parse(b"\xef\xbb\xbf") == []  # a mark alone is an empty file
+
+
+def test_a_small_truncated_gz_names_the_file_and_line(tmp_path):
+    """Cut before the header is whole: the error names FILE:1 (it named nothing before)."""
+    data = gzip.compress(wit_bytes([wit_row(1, caption_reference_description="قلعة")]))
+    with pytest.raises(ValueError, match=r"^cut\.tsv\.gz:1: cannot read the shard past this line"):
+        parse_wit_gz(data[: len(data) // 2], "cut.tsv.gz")
+    with pytest.raises(ValueError, match=r"^cut\.tsv\.gz:1: cannot read the shard past this line"):
+        parse_wit_gz(data[:12], "cut.tsv.gz")  # inside the deflate header
+
+
+def parse_wit_gz(data: bytes, path: str) -> list:
+    return list(parse_wit(gzip.GzipFile(fileobj=io.BytesIO(data)), path, SOURCE))
+
+
+def test_controls_and_bad_bytes_outside_the_caption_never_reach_the_row():
+    """A NUL in the caption and bytes that are not UTF-8 in the page title: the row is kept,
+    both taken out (a lone surrogate cannot be written to Parquet: the run would die)."""
+    row = wit_row(1, caption_reference_description="منظر عام ل\x00مدينة", page_title="TITLE")
+    [pair] = parse(wit_bytes([row]).replace(b"TITLE", "حلب".encode() + b"\xff\x1b"))
+    assert pair.caption_ar == "منظر عام لمدينة"
+    assert pair.page_title == "حلب"
