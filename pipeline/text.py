@@ -88,3 +88,12 @@ def arabic_letter_share(text: str) -> float:
 def has_arabic_letter(text: str) -> bool:
     """True when `text` holds at least one Arabic-script letter."""
     return bool(_ARABIC_LETTER.search(text))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True when `text` holds a lone surrogate (a JSON escape such as `\\ud800`): no UTF-8 file,
+    and so no Parquet shard, can store it."""
+    return _SURROGATE.search(text) is not None

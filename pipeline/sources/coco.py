@@ -62,6 +62,7 @@ REASONS = Reasons(
         "empty_caption": "the annotation's caption is empty",
         "unknown_image": "the annotation's image_id is not in the file's images",
         "missing_image_file": "the image's file is not in image_root",
+        "invalid_utf8": "a text field holds a lone surrogate (a JSON escape such as \\ud800)",
         "no_image_url": "the image has no http(s) URL (coco_url or flickr_url)",
     },
     catch_all="coco_row_error",

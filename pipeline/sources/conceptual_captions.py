@@ -38,7 +38,7 @@ class ConceptualCaptionsSource:
 REASONS = Reasons(
     "conceptual_captions",
     {
-        "invalid_utf8": "the line is not valid UTF-8",
+        "invalid_utf8": "the line is not valid UTF-8, or a field holds a lone surrogate",
         "malformed_line": "a blank line, or a column count other than 2 or 5",
         "empty_caption": "the caption column is empty",
         "no_image_url": "the URL column is not an http(s) URL",

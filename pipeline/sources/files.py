@@ -31,6 +31,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.records import DROPPED, Drop, Pair, SpreadPairs
+from pipeline.text import has_lone_surrogate
 
 Parse = Callable[[BinaryIO, str, Any], Iterable[Pair | Drop]]
 
@@ -140,6 +141,48 @@ def list_folder(folder: str) -> frozenset[str]:
         raise ValueError(f"{folder}: cannot list the image folder ({err})") from err
 
 
+def storable(record: Pair | Drop) -> Pair | Drop:
+    """`record` as Beam and Parquet can store it. A pair with a lone surrogate in any text field
+    (a JSON escape such as `\\ud800` in a URL or title; captions are cleaned of them by
+    normalisation) is its `invalid_utf8` drop, naming the field; a drop's own text has them
+    escaped. Encoding either as it is would kill the run."""
+    if isinstance(record, Pair):
+        for name, value in zip(record._fields, record, strict=True):
+            if isinstance(value, str) and has_lone_surrogate(value):
+                return Drop(
+                    record.source_name,
+                    "invalid_utf8",
+                    _escaped(record.input_file),
+                    record.input_line,
+                    f"a lone surrogate in {name}",
+                )
+        return record
+    return record._replace(
+        **{
+            name: _escaped(value)
+            for name, value in zip(record._fields, record, strict=True)
+            if isinstance(value, str) and has_lone_surrogate(value)
+        }
+    )
+
+
+def _escaped(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def route(records: Iterable[Pair | Drop]) -> Iterator[Any]:
+    """A reader's records as a DoFn's outputs: pairs on the main output, drops on `dropped`,
+    each made storable first (`storable`)."""
+    for record in records:
+        record = storable(record)
+        if isinstance(record, Drop):
+            yield beam.pvalue.TaggedOutput(DROPPED, record)
+        else:
+            yield record
+
+
 class ParseFiles(beam.DoFn):
     """Parses each matched file whole with `parse`; drops go to the `dropped` output."""
 
@@ -151,11 +194,7 @@ class ParseFiles(beam.DoFn):
         path = readable.metadata.path
         try:
             with open_matched(readable) as stream:
-                for record in self._parse(stream, path, self._source):
-                    if isinstance(record, Drop):
-                        yield beam.pvalue.TaggedOutput(DROPPED, record)
-                    else:
-                        yield record
+                yield from route(self._parse(stream, path, self._source))
         except READ_ERRORS as err:
             # The readers name the line; this names the file for a read error one lets through.
             raise ValueError(f"{path}: {type(err).__name__}: {err}") from err

@@ -45,7 +45,7 @@ class Flickr8kSource:
 REASONS = Reasons(
     "flickr8k",
     {
-        "invalid_utf8": "the line is not valid UTF-8",
+        "invalid_utf8": "the line is not valid UTF-8, or a field holds a lone surrogate",
         "malformed_line": "a blank line, or a line that is not NAME.jpg#N<TAB>caption",
         "empty_caption": "the caption is empty",
         "missing_image_file": "the named image is not in the image folder",

@@ -53,7 +53,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.config import ImagesConfig, images_thumb_width, require
 from pipeline.records import DROPPED, GENUINE, Drop, Pair, SpreadPairs, pair_id
 from pipeline.sources.base import GENUINE_ARABIC, KindProfile, SourceKind
-from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles, numbered_lines
+from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles, numbered_lines, route
 from pipeline.sources.mediawiki import (
     Etiquette,
     FileInfo,
@@ -156,6 +156,7 @@ REASONS = Reasons(
         "page_timeout ...): one record for the whole page",
         "bad_json_line": "a dump line that is not an article object",
         "no_html": "a dump article without its HTML",
+        "invalid_utf8": "a text field holds a lone surrogate (a JSON escape such as \\ud800)",
     },
     catch_all="extract_error",
 )
@@ -344,11 +345,7 @@ class _CrawlFn(beam.DoFn):
         self._source = source
 
     def process(self, _):
-        for record in crawl(self._source, client_for(self._source)):
-            if isinstance(record, Drop):
-                yield beam.pvalue.TaggedOutput(DROPPED, record)
-            else:
-                yield record
+        yield from route(crawl(self._source, client_for(self._source)))
 
 
 # ---------------------------------------------------------------------------- dumps

@@ -81,7 +81,8 @@ REASONS = Reasons(
         "malformed_row": "the line cannot be parsed as CSV-quoted TSV, nor as plain TSV",
         "wrong_column_count": "the row (or the line a runaway quote starts on) has a column "
         "count other than the header's, read with CSV quoting and as plain TSV",
-        "invalid_utf8": "a caption or URL field is not valid UTF-8",
+        "invalid_utf8": "a caption or URL field is not valid UTF-8, or a field holds a lone "
+        "surrogate",
         "no_image_url": "the image_url is not an http(s) URL",
         "unsupported_mime": "the file is not a raster image (SVG, audio, video, PDF ...)",
         "empty_caption": "no caption field has text",

@@ -248,7 +248,10 @@ def test_bad_options_exit_2_with_one_line(args, message, capsys):
 def test_a_bad_manifest_exits_2_naming_the_key(tmp_path, capsys):
     path = write_manifest(tmp_path, "sources:\n  - kind: wit\n    pathz: [x.tsv]\n")
     assert main(["estimate", str(path)]) == 2
-    assert capsys.readouterr().err == "error: sources[0].pathz: unknown key\n"
+    assert capsys.readouterr().err == (
+        "error: sources[0].pathz: unknown key (did you mean 'paths'?)\n"
+        "error: sources[0].paths: missing\n"
+    )
     path = write_manifest(tmp_path, "sources:\n  - kind: wit\n    paths: [wit/x-*.tsv]\n")
     assert main(["estimate", str(path)]) == 2
     assert capsys.readouterr().err.startswith("error: sources[0].paths[0]: no local file matches")

@@ -307,3 +307,27 @@ def test_a_truncated_gz_fails_the_run_naming_file_and_line(tmp_path, capsys, kin
     # The line named is near the cut: about half of the file's lines were read first.
     lines = text.count(b"\n")
     assert lines // 4 <= int(match.group(1)) <= lines, last
+
+
+def test_a_lone_surrogate_outside_the_captions_is_a_drop_not_a_dead_run(tmp_path, capsys):
+    """A `\\ud800` escape in a COCO image's file name and URL: no shard can store it."""
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "COCO_train2014_1.jpg"},
+            {"id": 2, "file_name": "COCO_\ud800.jpg", "coco_url": "http://x/\ud800.jpg"},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "caption": "a cat sleeping on a sofa"},
+            {"id": 2, "image_id": 2, "caption": "a dog sleeping on a sofa"},
+        ],
+    }
+    (tmp_path / "captions_train2014.json").write_text(json.dumps(coco), encoding="utf-8")
+    entries = {"a cat sleeping on a sofa": "قطة تنام على أريكة", "a dog sleeping on a sofa": "كلب"}
+    body = (
+        "sources:\n  - kind: coco\n    paths: [captions_train2014.json]\n"
+        f"translation:\n  memory: {memory(tmp_path, entries)}\n" + LOOSE + OFFLINE
+    )
+    status, stats, rows, _ = run(tmp_path, body, capsys)
+    assert status == 0
+    assert stats["sources"]["coco"] == {"read": 2, "kept": 1, "dropped": {"invalid_utf8": 1}}
+    assert [r["caption_ar"] for r in rows] == ["قطة تنام على أريكة"]
