@@ -37,7 +37,7 @@ def check_buildable(manifest: Manifest) -> None:
     t = manifest.translation
     problems = []
     for i, source in enumerate(manifest.sources):
-        if kind_of(source).translated and not (t.model or t.memory):
+        if kind_of(source).translates(source) and not (t.model or t.memory):
             problems.append(
                 f"sources[{i}].kind: {source.kind!r} is English and needs translation.model "
                 "(or a translation.memory that covers it)"

@@ -404,7 +404,7 @@ def _file_source(
         basis=_basis(files),
         read=read,
         kept=kept,
-        translated=read if kind.translated else 0,
+        translated=read if kind.translates(src) else 0,
         fetched=fetched,
         pages=0,
         file_rows=read,

@@ -15,6 +15,7 @@ from pipeline.steps import Reasons
 
 GENUINE_ARABIC = "ar"  # the source's captions are written in Arabic
 ENGLISH = "en"  # the source's captions are English, machine-translated by the pipeline
+PER_SOURCE = "source"  # each source of the kind says (`pairs`' `language` key): `translated_when`
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class SourceKind:
 
     `config`: the frozen dataclass of its manifest keys (with `kind` and `name` fields).
     `reader`: a PTransform made from a config: `p | reader(config)` → `(pairs, dropped)`.
-    `language`: `ar` (genuine Arabic captions) or `en` (English, translated).
+    `language`: `ar` (genuine Arabic captions) or `en` (English, translated), or `source` when
+    each source says, and then `translated_when(config)` answers for one source.
     `reasons`: every drop reason its reader can emit. `path_keys`: the keys naming input files
     (resolved against the manifest's folder and checked to exist), `folder_keys` those of them
     that name folders. `check(config, where)`: validation beyond types (raises ManifestError).
@@ -68,7 +70,10 @@ class SourceKind:
     count: Callable[[BinaryIO, str, Any], Iterable[Pair | Drop]] | None = None
     known_files: Mapping[str, KnownFile] = field(default_factory=dict)
     wikimedia_images: bool = False
+    translated_when: Callable[[Any], bool] | None = None
 
-    @property
-    def translated(self) -> bool:
+    def translates(self, config: Any) -> bool:
+        """Whether the captions of `config` (a source of this kind) are English, translated."""
+        if self.translated_when is not None:
+            return self.translated_when(config)
         return self.language == ENGLISH

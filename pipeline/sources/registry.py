@@ -7,7 +7,7 @@ declared reasons and a `KIND = SourceKind(...)`) and one line here; the manifest
 
 from __future__ import annotations
 
-from pipeline.sources import coco, conceptual_captions, flickr8k, wikipedia, wit
+from pipeline.sources import coco, conceptual_captions, flickr8k, pairs, wikipedia, wit
 from pipeline.sources.base import SourceKind
 
 KINDS: dict[str, SourceKind] = {
@@ -18,6 +18,7 @@ KINDS: dict[str, SourceKind] = {
         conceptual_captions.KIND,
         coco.KIND,
         flickr8k.KIND,
+        pairs.KIND,
     )
 }
 
