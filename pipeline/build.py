@@ -2,7 +2,8 @@
 
 read each source → translate English captions → clean captions → language ID → fetch, verify,
 hash and store images → drop duplicates and placeholders → write shards, card and stats. Every
-stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats`. Image bytes never
+stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats`. Clocks beside
+each stage (`pipeline.timings`) give stats.json its `timings`. Image bytes never
 travel in the graph: the images stage writes them to an `ImageStore` and the writer reads them
 back by reference.
 """
@@ -25,7 +26,8 @@ from pipeline.manifest import Manifest
 from pipeline.sources.registry import kind_of
 from pipeline.sources.wikipedia import WikipediaSource
 from pipeline.stats import ComputeStats
-from pipeline.write import WriteDataset, staging_dir
+from pipeline.timings import READ, Clock, drop_count, one, read_stage
+from pipeline.write import WRITE, WriteDataset, staging_dir
 from translators.ctranslate import ModelFolderError, model_name
 from translators.stage import TranslateCaptions
 
@@ -97,41 +99,64 @@ def build_pipeline(
 ):
     """Adds the whole graph to `p`; returns the PCollection holding the final stats dict."""
     check_buildable(manifest)
+    # Each stage is watched beside the graph (`pipeline.timings`): its input counted, its
+    # outputs timed; the clocks' entries become stats.json's `timings`.
+    clocks = []
+
+    def watch(pcoll, stage: str, side: str, weight=None) -> None:
+        clocks.append(pcoll | f"Clock[{stage}/{side}]" >> beam.ParDo(Clock(stage, weight)))
+
     read_pairs, read_drops = [], []
     for source in manifest.sources:
         kind = kind_of(source)
         pairs, dropped = p | f"Read[{source.name}]" >> kind.reader(source)
+        watch(pairs, read_stage(source.name), "pairs", one)
+        watch(dropped, read_stage(source.name), "dropped", drop_count)
         read_pairs.append(pairs)
         # Every reason a reader emits is declared (an undeclared one counts as its catch-all).
         read_drops.append(dropped | f"Check[{source.name}]" >> beam.Map(kind.reasons.checked))
     emitted = read_pairs | "AllPairs" >> beam.Flatten()
     source_drops = read_drops | "AllSourceDrops" >> beam.Flatten()
 
+    def watch_stage(stage: str, seen, *outputs) -> None:
+        watch(seen, stage, "in", one)
+        for i, output in enumerate(outputs):
+            watch(output, stage, f"out{i}")
+
     pairs, translate_drops = emitted | "TranslateCaptions" >> TranslateCaptions(
         manifest.translation, output_dir
     )
+    watch_stage("translate", emitted, pairs, translate_drops)
     f = manifest.filters
+    seen = pairs
     pairs, clean_drops = pairs | "CleanCaptions" >> CleanCaptions(
         min_chars=f.min_chars, max_chars=f.max_chars, min_words=f.min_words, max_words=f.max_words
     )
+    watch_stage("clean", seen, pairs, clean_drops)
+    seen = pairs
     pairs, langid_drops = pairs | "FilterLanguage" >> FilterLanguage(
         labels=f.langid_labels, min_score=f.langid_min_score
     )
+    watch_stage("langid", seen, pairs, langid_drops)
 
     # Only pairs whose text passed are downloaded. The images go into a store beside the graph
     # (the run's staging folder, or the image cache); the pairs carry references to them.
     staging = staging_dir(output_dir)
     images = images_config(manifest)
     store = image_store(images, staging)
+    seen = pairs
     pairs, image_drops, host_counts = pairs | "FetchImages" >> FetchImages(
         images, store, share=worker_processes(p.options), with_hosts=True
     )
+    watch_stage("images", seen, pairs, image_drops)
+    seen = pairs
     pairs, duplicate_drops, kept_count = pairs | "DropDuplicates" >> DropDuplicates(
         manifest.dedupe.max_hamming,
         [s.name for s in manifest.sources],
         manifest.dedupe.placeholder_min_urls,
         with_count=True,
     )
+    watch_stage("dedupe", seen, pairs, duplicate_drops)
 
     dropped = (
         source_drops,
@@ -144,7 +169,18 @@ def build_pipeline(
     stats = (emitted, source_drops, pairs, dropped, host_counts) | "ComputeStats" >> ComputeStats(
         [s.name for s in manifest.sources]
     )
-    return (pairs, stats, kept_count) | "WriteDataset" >> WriteDataset(
+    timings = clocks | "Clocks" >> beam.Flatten()
+    order = (
+        READ,
+        *(read_stage(s.name) for s in manifest.sources),
+        "translate",
+        "clean",
+        "langid",
+        "images",
+        "dedupe",
+        WRITE,
+    )
+    return (pairs, stats, kept_count, timings) | "WriteDataset" >> WriteDataset(
         output_dir,
         rows_per_shard=manifest.output.rows_per_shard,
         name=manifest.name,
@@ -154,4 +190,5 @@ def build_pipeline(
         else None,
         staging=staging,
         store=store,
+        timings_order=order,
     )

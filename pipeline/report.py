@@ -374,6 +374,9 @@ def _link(url: str | None, text: str | None = None) -> str:
     return f"<bdi>{label}</bdi>"
 
 
+TIMING_KEYS = ("seconds", "records", "records_per_s")
+
+
 def _stat(key: str, value: int) -> str:
     return f'<td class="num" data-stat="{esc(key)}">{value}</td>'
 
@@ -503,7 +506,26 @@ def section_funnel(stats: dict) -> str:
         "(<code>stats.json</code>); reasons are listed largest first, each explained on hover "
         "(the README's table of drop reasons).</p>"
         f"{_img(plot_funnel(stats), 'funnel per source')}"
-        f'<div class="tables">{"".join(tables)}</div></section>'
+        f'<div class="tables">{"".join(tables)}</div>{timings_table(stats)}</section>'
+    )
+
+
+def timings_table(stats: dict) -> str:
+    """One row per stage of `stats.json`'s `timings` (none in outputs made before them)."""
+    timings = stats.get("timings")
+    if not timings:
+        return ""
+    rows = "".join(
+        f"<tr><th>{esc(stage)}</th>"
+        + "".join(_metric(f"timings.{stage}.{k}", str(t[k])) for k in TIMING_KEYS)
+        + "</tr>"
+        for stage, t in timings.items()
+    )
+    head = "".join(f"<th>{k}</th>" for k in TIMING_KEYS)
+    return (
+        '<table class="timings"><caption>time per stage (wall, from its first record in to '
+        "its last out; stages overlap)</caption>"
+        f"<thead><tr><th>stage</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
     )
 
 

@@ -31,7 +31,9 @@ import os
 import posixpath
 import re
 import shutil
+import time
 import uuid
+from collections.abc import Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -42,6 +44,7 @@ from pipeline import progress
 from pipeline.files import join, replacing, write_bytes, write_table
 from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, decode_pair, encode_pair, to_row
 from pipeline.store import ImageStore, PackReader
+from pipeline.timings import TIMINGS, build_timings
 
 DATA_DIR = "data"
 # The names of shards and of their temporary files (`replacing`): the only files of `data/` a
@@ -57,6 +60,7 @@ CARD_KEY = "arabic_pairs"
 CARD_SIGNATURE = "Arabic image–text pairs built by arabic-pairs."
 # Rows of one Parquet row group: the images the writer holds at once (about 20-40 MB at 256 px).
 ROWS_PER_GROUP = 1000
+WRITE = "write"  # the writer's stage in `timings`, and the tag of its clock entries
 
 
 def hf_features():
@@ -300,6 +304,7 @@ class _WriteShard(beam.DoFn):
         self._schema = arrow_schema()
 
     def process(self, keyed, count):
+        started = time.time()
         index, items = keyed
         pairs = sorted((decode_pair(b) for b in items if b), key=lambda p: p.id)
         path = join(self._staging, DATA_DIR, shard_name(index, count))
@@ -312,6 +317,7 @@ class _WriteShard(beam.DoFn):
             )
             write_table(sink, groups, self._schema)
         progress.advance("write", total=count, unit="shards")
+        yield beam.pvalue.TaggedOutput(WRITE, (WRITE, started, time.time(), len(pairs)))
         yield path, len(pairs), sink.hexdigest()
 
 
@@ -325,14 +331,18 @@ class _WriteCardAndStats(beam.DoFn):
         name: str,
         manifest_text: str | None,
         translation_model: str | None,
+        timings_order: Sequence[str] = (),
     ):
         self._output_dir = output_dir
         self._staging = staging
         self._name = name
         self._manifest_text = manifest_text
         self._translation_model = translation_model
+        self._timings_order = tuple(timings_order)
 
-    def process(self, stats, shards):
+    def process(self, stats, shards, clocks=None):
+        if clocks is not None:
+            stats = {**stats, TIMINGS: build_timings(clocks, self._timings_order)}
         written = sum(n for _, n, _ in shards)
         if written != stats["kept"]:
             raise RuntimeError(f"wrote {written} rows but counted {stats['kept']} kept pairs")
@@ -352,9 +362,12 @@ class _WriteCardAndStats(beam.DoFn):
 
 
 class WriteDataset(beam.PTransform):
-    """`(pairs, stats)` or `(pairs, stats, count)` → the output folder; returns the `stats`
-    element once all is written and committed (see the module's docstring). `count`: one
-    element, the number of `pairs`, when known upstream (checked against the rows written).
+    """`(pairs, stats)`, `(pairs, stats, count)` or `(pairs, stats, count, clocks)` → the output
+    folder; returns the `stats` element once all is written and committed (see the module's
+    docstring). `count`: one element, the number of `pairs`, when known upstream (checked
+    against the rows written; None: counted here). `clocks`: the other stages' `Clock`
+    entries (`pipeline.timings`); with them, stats.json has `timings`, the writer's own
+    (`write`: first shard begun to last shard written) included, stages in `timings_order`.
     `store`: where the pairs' `image_ref`s point (`pipeline.store`). `staging`: the run's
     staging folder (default: a new one); a store in it (all but the image cache) is removed
     with it by the commit."""
@@ -369,6 +382,7 @@ class WriteDataset(beam.PTransform):
         translation_model: str | None = None,
         staging: str | None = None,
         store: ImageStore | None = None,
+        timings_order: Sequence[str] = (),
     ):
         super().__init__()
         self._output_dir = output_dir
@@ -379,13 +393,15 @@ class WriteDataset(beam.PTransform):
         # One staging folder per pipeline: a killed run's is never mistaken for this one's.
         self._staging = staging or staging_dir(output_dir)
         self._store = store
+        self._timings_order = tuple(timings_order)
 
     def expand(self, pcolls):
-        pairs, stats, *known = pcolls
+        pairs, stats, *rest = pcolls
+        known, clocks = (rest + [None, None])[:2]
         per_shard = self._rows_per_shard
         # The number of pairs, given when an earlier stage knows it (DropDuplicates): counting
         # them here would hold every pair until the count is done.
-        (kept,) = known or (pairs | "Count" >> beam.combiners.Count.Globally(),)
+        kept = known if known is not None else pairs | "Count" >> beam.combiners.Count.Globally()
         count = kept | "Shards" >> beam.Map(lambda n: shard_count(n, per_shard))
         count_side = beam.pvalue.AsSingleton(count)
         keyed = pairs | "KeyByShard" >> beam.Map(_by_shard, count_side).with_output_types(
@@ -395,12 +411,20 @@ class WriteDataset(beam.PTransform):
         markers = count | "EveryShard" >> beam.FlatMap(
             lambda n: [(i, b"") for i in range(n)]
         ).with_output_types(tuple[int, bytes])
-        shards = (
+        written = (
             (keyed, markers)
             | "WithMarkers" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WriteShard(self._staging, self._store), count_side)
+            | "WriteShards"
+            >> beam.ParDo(_WriteShard(self._staging, self._store), count_side).with_outputs(
+                WRITE, main="shards"
+            )
         )
+        shards = written.shards
+        timed = ()
+        if clocks is not None:
+            every = (clocks, written[WRITE]) | "AllClocks" >> beam.Flatten()
+            timed = (beam.pvalue.AsList(every),)
         return stats | "WriteCardAndStats" >> beam.ParDo(
             _WriteCardAndStats(
                 self._output_dir,
@@ -408,6 +432,8 @@ class WriteDataset(beam.PTransform):
                 self._name,
                 self._manifest_text,
                 self._translation_model,
+                self._timings_order,
             ),
             beam.pvalue.AsList(shards),
+            *timed,
         )

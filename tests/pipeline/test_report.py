@@ -117,6 +117,15 @@ def test_every_number_of_the_accounting_equals_stats_json(demo):
     assert labels == ["read", *[f"− {r}" for r in reasons], "kept"]
 
 
+def test_the_time_of_each_stage_is_shown_as_stats_json_has_it(demo):
+    timings = demo.stats["timings"]
+    rows = demo.soup.select("table.timings tbody tr")
+    assert [r.th.get_text() for r in rows] == list(timings)
+    for stage, t in timings.items():
+        for key in ("seconds", "records", "records_per_s"):
+            assert metric(demo.soup, f"timings.{stage}.{key}") == str(t[key])
+
+
 def test_each_drop_reason_of_the_funnel_says_its_stage_and_meaning(demo):
     def title(stat: str) -> str:
         return demo.soup.select_one(f'[data-stat="{stat}"]').find_parent("tr").th["title"]
