@@ -39,12 +39,20 @@ from pipeline.config import (  # noqa: F401 - the sections, importable from here
 from pipeline.sources.coco import CocoSource
 from pipeline.sources.conceptual_captions import ConceptualCaptionsSource
 from pipeline.sources.flickr8k import Flickr8kSource
+from pipeline.sources.pairs import PairsSource
 from pipeline.sources.registry import KINDS, kind_of
 from pipeline.sources.wikipedia import WikipediaSource
 from pipeline.sources.wit import WitSource
 
-# Any kind's config dataclass (`pipeline.sources.registry`); the five of the README by name.
-Source = WitSource | ConceptualCaptionsSource | CocoSource | Flickr8kSource | WikipediaSource
+# Any kind's config dataclass (`pipeline.sources.registry`), each by name.
+Source = (
+    WitSource
+    | ConceptualCaptionsSource
+    | CocoSource
+    | Flickr8kSource
+    | WikipediaSource
+    | PairsSource
+)
 SOURCE_KINDS: dict[str, type] = {name: k.config for name, k in KINDS.items()}
 
 
