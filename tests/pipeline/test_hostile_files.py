@@ -7,13 +7,12 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+from cli_runs import LOOSE, OFFLINE, memory
+from cli_runs import run_manifest as run
 from wit_files import wit_bytes, wit_row
 
-from pipeline.__main__ import main
 from pipeline.text import BIDI_CONTROLS
 
 BOM = b"\xef\xbb\xbf"
@@ -21,34 +20,11 @@ BOM = b"\xef\xbb\xbf"
 FORBIDDEN = re.compile(
     "[\x00-\x1f\x7f-\x9f" + BIDI_CONTROLS + "\ufeff\ud800-\udfff]",
 )
-# Filters loose enough for short captions: what is tested here is the readers and the text.
-LOOSE = "filters:\n  langid_min_score: 0\n  langid_labels: [ar, arz, fa, ur]\n"
-OFFLINE = "images: {fetch: false}\n"
-
-
-def run(folder: Path, body: str, capsys) -> tuple[int, dict | None, list[dict], str]:
-    """(exit status, stats.json or None, the output's rows, stderr) of a run of `body`."""
-    manifest = folder / "manifest.yaml"
-    manifest.write_text(body, encoding="utf-8")
-    out = folder / "out"
-    status = main(["run", str(manifest), "--output", str(out)])
-    err = capsys.readouterr().err
-    stats_path = out / "stats.json"
-    stats = json.loads(stats_path.read_text("utf-8")) if stats_path.exists() else None
-    rows = pq.read_table(out / "data").to_pylist() if stats is not None else []
-    return status, stats, rows, err
 
 
 def assert_every_record_counted(stats: dict) -> None:
     for name, s in stats["sources"].items():
         assert s["read"] == s["kept"] + sum(s["dropped"].values()), name
-
-
-def memory(folder: Path, entries: dict[str, str], prefix: bytes = b"") -> Path:
-    path = folder / "memory.tsv"
-    lines = ["en\tar", *(f"{en}\t{ar}" for en, ar in entries.items())]
-    path.write_bytes(prefix + ("\n".join(lines) + "\n").encode("utf-8"))
-    return path
 
 
 # ---------------------------------------------------------------------------- a runaway quote

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from cli_runs import LOOSE, OFFLINE, memory, run_manifest
 from image_samples import jpeg
 from records_of import pairs_of
 
-from pipeline.__main__ import main
 from pipeline.build import check_buildable
 from pipeline.estimate import estimate_sources
 from pipeline.manifest import ManifestError, load_manifest
@@ -322,22 +322,6 @@ def test_read_pairs_runs_every_file_of_the_globs(tmp_path):
         )
 
 
-def run_cli(folder: Path, body: str, capsys) -> tuple[int, dict | None, list[dict], str]:
-    manifest = folder / "manifest.yaml"
-    manifest.write_text(body, encoding="utf-8")
-    out = folder / "out"
-    status = main(["run", str(manifest), "--output", str(out)])
-    err = capsys.readouterr().err
-    stats_path = out / "stats.json"
-    stats = json.loads(stats_path.read_text("utf-8")) if stats_path.exists() else None
-    rows = pq.read_table(out / "data").to_pylist() if stats is not None else []
-    return status, stats, rows, err
-
-
-LOOSE = "filters:\n  langid_min_score: 0\n  langid_labels: [ar, arz, fa, ur]\n"
-OFFLINE = "images: {fetch: false}\n"
-
-
 def test_the_cli_builds_arabic_pairs_and_counts_every_row(tmp_path, capsys):
     rows = [
         {"link": "https://img.example/souk.jpg", "text": "سوق الحميدية القديم في مدينة دمشق"},
@@ -350,7 +334,7 @@ def test_the_cli_builds_arabic_pairs_and_counts_every_row(tmp_path, capsys):
         "name: mine\nsources:\n  - kind: pairs\n    paths: [mine/*.csv.gz]\n    language: ar\n"
         "    columns: {url: link, caption: text}\n" + LOOSE + OFFLINE
     )
-    status, stats, out_rows, err = run_cli(tmp_path, body, capsys)
+    status, stats, out_rows, err = run_manifest(tmp_path, body, capsys)
     assert status == 0, err
     assert stats["sources"]["pairs"] == {"read": 3, "kept": 2, "dropped": {"empty_caption": 1}}
     got = sorted((r["image_url"], r["caption_ar"], r["caption_origin"]) for r in out_rows)
@@ -365,15 +349,12 @@ def test_the_cli_translates_english_pairs_from_the_memory(tmp_path, capsys):
     arabic = ["سوق مزدحم في المدينة القديمة", "النهر عند غروب الشمس"]
     rows = [{"url": f"https://img.example/{i}.jpg", "caption": c} for i, c in enumerate(english)]
     (tmp_path / "pairs.jsonl").write_bytes(jsonl([*rows, "not an object"]))
-    memory = tmp_path / "memory.tsv"
-    memory.write_text(
-        "en\tar\n" + "".join(f"{e}\t{a}\n" for e, a in zip(english, arabic, strict=True))
-    )
+    memory(tmp_path, dict(zip(english, arabic, strict=True)))
     body = (
         "name: mine\nsources:\n  - kind: pairs\n    paths: [pairs.jsonl]\n    language: en\n"
         "translation: {memory: memory.tsv}\n" + LOOSE + OFFLINE
     )
-    status, stats, out_rows, err = run_cli(tmp_path, body, capsys)
+    status, stats, out_rows, err = run_manifest(tmp_path, body, capsys)
     assert status == 0, err
     assert stats["sources"]["pairs"] == {"read": 3, "kept": 2, "dropped": {"malformed_row": 1}}
     got = sorted((r["caption_en"], r["caption_ar"], r["caption_origin"]) for r in out_rows)
@@ -383,7 +364,7 @@ def test_the_cli_translates_english_pairs_from_the_memory(tmp_path, capsys):
 def test_the_cli_stops_on_a_file_without_the_mapped_columns_naming_it(tmp_path, capsys):
     (tmp_path / "pairs.tsv").write_bytes(b"image\ttext\nhttps://a/b.jpg\tx\n")
     body = "sources:\n  - kind: pairs\n    paths: [pairs.tsv]\n    language: ar\n" + LOOSE + OFFLINE
-    status, stats, _, err = run_cli(tmp_path, body, capsys)
+    status, stats, _, err = run_manifest(tmp_path, body, capsys)
     assert status != 0 and stats is None
     assert "pairs.tsv:1: missing mapped column(s) caption, url" in err
 
