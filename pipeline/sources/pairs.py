@@ -236,16 +236,9 @@ def _split(text: str, fmt: str) -> list[str]:
     return fields
 
 
-def _delimited_rows(stream, path: str, fmt: str, roles, source, names) -> Iterator[Pair | Drop]:
-    header = None
-    for line, raw in numbered_lines(stream, path):
-        if header is None:
-            try:
-                header = [c.strip() for c in _split(raw.decode("utf-8"), fmt)]
-            except (UnicodeDecodeError, csv.Error) as err:
-                raise ValueError(f"{path}:{line}: cannot read the header line ({err})") from err
-            _require_columns(header, roles, path, line)
-            continue
+def _text_lines(numbered, source: PairsSource, path: str) -> Iterator[tuple[int, str] | Drop]:
+    """Each data line as `(line, text)`, or its drop: bytes that are not UTF-8, a blank line."""
+    for line, raw in numbered:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -254,6 +247,25 @@ def _delimited_rows(stream, path: str, fmt: str, roles, source, names) -> Iterat
         if not text.strip():
             yield Drop(source.name, "malformed_row", path, line, "blank line")
             continue
+        yield line, text
+
+
+def _delimited_rows(stream, path: str, fmt: str, roles, source, names) -> Iterator[Pair | Drop]:
+    lines = numbered_lines(stream, path)
+    first = next(lines, None)
+    if first is None:
+        return
+    line, raw = first
+    try:
+        header = [c.strip() for c in _split(raw.decode("utf-8"), fmt)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}:{line}: cannot read the header line ({err})") from err
+    _require_columns(header, roles, path, line)
+    for item in _text_lines(lines, source, path):
+        if isinstance(item, Drop):
+            yield item
+            continue
+        line, text = item
         try:
             fields = _split(text, fmt)
         except csv.Error as err:
@@ -268,15 +280,11 @@ def _delimited_rows(stream, path: str, fmt: str, roles, source, names) -> Iterat
 
 def _json_rows(stream, path: str, roles, source, names) -> Iterator[Pair | Drop]:
     checked = False
-    for line, raw in numbered_lines(stream, path):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield Drop(source.name, "invalid_utf8", path, line, str(err)[:200])
+    for item in _text_lines(numbered_lines(stream, path), source, path):
+        if isinstance(item, Drop):
+            yield item
             continue
-        if not text.strip():
-            yield Drop(source.name, "malformed_row", path, line, "blank line")
-            continue
+        line, text = item
         try:
             row = json.loads(text)
         except json.JSONDecodeError as err:
