@@ -20,19 +20,16 @@ from pipeline.images.cache import CACHE_DIR
 from pipeline.write import (
     CARD_KEY,
     CARD_SIGNATURE,
-    COMMITTED_FILES,
     DATA_DIR,
-    REPORT_NAME,
     STAGING_PREFIX,
     is_shard,
 )
 from translators.memory import TRANSLATIONS_DIR
 
 CARD = "README.md"
-# What a run (or `report`) writes at the top of the folder, besides its staging folders.
-OWN_ENTRIES = frozenset(
-    {DATA_DIR, *COMMITTED_FILES, REPORT_NAME, TRANSLATIONS_DIR, CACHE_DIR.split("/")[0]}
-)
+# The folders a run writes beside `data/` and its staging folders before its commit: all that a
+# killed first run can leave. A card, stats or report without our card are someone else's.
+LEFT_BY_A_RUN = frozenset({TRANSLATIONS_DIR, CACHE_DIR.split("/")[0]})
 
 
 def is_our_card(text: str) -> bool:
@@ -50,8 +47,7 @@ def _foreign(entries: dict[str, list[str]]) -> list[str]:
             continue
         if name == DATA_DIR:
             foreign += [f"{DATA_DIR}/{n}" for n in sorted(inside) if not is_shard(n)]
-        elif name not in OWN_ENTRIES or name in (*COMMITTED_FILES, REPORT_NAME):
-            # A card, stats or report without our card beside it are someone else's.
+        elif name not in LEFT_BY_A_RUN:
             foreign.append(name)
     return foreign
 

@@ -157,13 +157,12 @@ def storable(record: Pair | Drop) -> Pair | Drop:
                     f"a lone surrogate in {name}",
                 )
         return record
-    return record._replace(
-        **{
-            name: _escaped(value)
-            for name, value in zip(record._fields, record, strict=True)
-            if isinstance(value, str) and has_lone_surrogate(value)
-        }
-    )
+    escaped = {
+        name: _escaped(value)
+        for name, value in zip(record._fields, record, strict=True)
+        if isinstance(value, str) and has_lone_surrogate(value)
+    }
+    return record._replace(**escaped) if escaped else record
 
 
 def _escaped(text: str | None) -> str | None:
