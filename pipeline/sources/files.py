@@ -122,21 +122,30 @@ def read_all(stream, path: str) -> bytes:
     return data[len(BOM) :] if data.startswith(BOM) else data
 
 
-def list_folder(folder: str) -> frozenset[str]:
-    """The names of the files directly in `folder` (local or any Beam filesystem), listed once.
+def list_folder(folder: str, *, recursive: bool = False) -> frozenset[str]:
+    """The names of the files directly in `folder` (local or any Beam filesystem), listed once;
+    with `recursive`, every file under it as a `/`-separated path relative to it.
 
     One listing instead of one existence check per record: 8,091 Flickr8K images or 82,783 COCO
     images would otherwise cost as many `stat` calls, or as many requests on a remote filesystem.
     """
     try:
         if "://" not in folder:
-            return frozenset(
-                entry.name for entry in os.scandir(folder) if entry.is_file(follow_symlinks=True)
-            )
+            if not recursive:
+                return frozenset(
+                    entry.name
+                    for entry in os.scandir(folder)
+                    if entry.is_file(follow_symlinks=True)
+                )
+            names = set()
+            for root, _dirs, files in os.walk(folder):
+                rel = os.path.relpath(root, folder).replace(os.sep, "/")
+                names.update(f if rel == "." else f"{rel}/{f}" for f in files)
+            return frozenset(names)
         prefix = folder.rstrip("/") + "/"
-        [result] = FileSystems.match([prefix + "*"])
+        [result] = FileSystems.match([prefix + ("**" if recursive else "*")])
         names = (meta.path[len(prefix) :] for meta in result.metadata_list)
-        return frozenset(name for name in names if name and "/" not in name)
+        return frozenset(name for name in names if name and (recursive or "/" not in name))
     except Exception as err:  # noqa: BLE001 - any filesystem failure: the folder cannot be read
         raise ValueError(f"{folder}: cannot list the image folder ({err})") from err
 

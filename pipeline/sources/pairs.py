@@ -38,7 +38,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.config import require
 from pipeline.records import GENUINE, TRANSLATED, Drop, Pair, pair_id
 from pipeline.sources.base import PER_SOURCE, KindProfile, SourceKind
-from pipeline.sources.files import ReadFiles, numbered_lines
+from pipeline.sources.files import ReadFiles, list_folder, numbered_lines
 from pipeline.steps import Reasons
 from pipeline.text import has_lone_surrogate, normalize_caption, normalize_english
 
@@ -125,22 +125,6 @@ def safe_relative(value: str) -> str | None:
     if not parts or ".." in parts:
         return None
     return "/".join(parts)
-
-
-def list_tree(folder: str) -> frozenset[str]:
-    """The files under `folder`, as `/`-separated paths relative to it, listed once."""
-    try:
-        if "://" not in folder:
-            names = set()
-            for root, _dirs, files in os.walk(folder):
-                rel = os.path.relpath(root, folder).replace(os.sep, "/")
-                names.update(f if rel == "." else f"{rel}/{f}" for f in files)
-            return frozenset(names)
-        prefix = folder.rstrip("/") + "/"
-        [result] = FileSystems.match([prefix + "**"])
-        return frozenset(m.path[len(prefix) :] for m in result.metadata_list)
-    except Exception as err:  # noqa: BLE001 - any filesystem failure: the folder cannot be read
-        raise ValueError(f"{folder}: cannot list the image folder ({err})") from err
 
 
 def _text(value: Any, role: str) -> str | None:
@@ -344,14 +328,16 @@ def parse_pairs(
 
 
 def _parse_with_folder(stream, path: str, source: PairsSource) -> Iterator[Pair | Drop]:
-    names = list_tree(source.image_root) if source.image_root is not None else None
+    names = (
+        list_folder(source.image_root, recursive=True) if source.image_root is not None else None
+    )
     return parse_pairs(stream, path, source, names)
 
 
 def count_records(stream, path: str, source: PairsSource) -> Iterator[Pair | Drop]:
     """The records of one file, for `estimate`: against image_root when it is a local folder."""
     root = source.image_root
-    names = list_tree(root) if root is not None and os.path.isdir(root) else None
+    names = list_folder(root, recursive=True) if root is not None and os.path.isdir(root) else None
     return parse_pairs(stream, path, source, names)
 
 

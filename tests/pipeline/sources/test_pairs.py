@@ -176,7 +176,7 @@ def image_root(tmp_path: Path) -> Path:
 
 
 def test_local_paths_under_image_root_and_what_is_refused(tmp_path):
-    from pipeline.sources.pairs import list_tree
+    from pipeline.sources.files import list_folder
 
     root = image_root(tmp_path)
     source = PairsSource(paths=("unused",), language="ar", image_root=str(root))
@@ -190,7 +190,7 @@ def test_local_paths_under_image_root_and_what_is_refused(tmp_path):
         {"path": str(tmp_path / "secret.jpg"), "caption": "مسار مطلق"},  # 8
         {"path": "", "caption": "بلا صورة"},  # 9
     ]
-    records = read(delimited(rows), "p.tsv", source, list_tree(str(root)))
+    records = read(delimited(rows), "p.tsv", source, list_folder(str(root), recursive=True))
     got = [(p.input_line, p.image_path, p.image_url, p.source_key) for p in pairs_of(records)]
     assert got == [
         (2, str(root / "a.jpg"), None, "a.jpg"),
@@ -215,9 +215,9 @@ def test_with_image_root_a_mapped_url_serves_rows_without_a_path(tmp_path):
         {"path": "a.jpg", "url": "https://img.example/a.jpg", "caption": "صورة أولى"},
         {"path": "", "url": "https://img.example/z.jpg", "caption": "صورة من الشبكة"},
     ]
-    from pipeline.sources.pairs import list_tree
+    from pipeline.sources.files import list_folder
 
-    records = read(jsonl(rows), "p.jsonl", source, list_tree(str(root)))
+    records = read(jsonl(rows), "p.jsonl", source, list_folder(str(root), recursive=True))
     assert [(p.image_path, p.image_url) for p in pairs_of(records)] == [
         (str(root / "a.jpg"), None),
         (None, "https://img.example/z.jpg"),
