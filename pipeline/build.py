@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
+from pipeline.card import card_sources
 from pipeline.config import ImagesConfig, ManifestError
 from pipeline.dedupe import DropDuplicates
 from pipeline.images import FetchImages, image_store
@@ -191,4 +192,5 @@ def build_pipeline(
         staging=staging,
         store=store,
         timings_order=order,
+        sources=card_sources(manifest.sources),
     )

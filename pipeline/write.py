@@ -41,7 +41,17 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import progress
-from pipeline.files import join, replacing, write_bytes, write_table
+from pipeline.card import (
+    LICENCE_NAME,
+    CardSource,
+    citations,
+    hub_metadata,
+    is_our_licence,
+    licence_file,
+    licences,
+    sources_of_stats,
+)
+from pipeline.files import join, read_text, replacing, write_bytes, write_table
 from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, decode_pair, encode_pair, to_row
 from pipeline.store import ImageStore, PackReader
 from pipeline.timings import TIMINGS, build_timings
@@ -53,7 +63,9 @@ SHARD_NAME = re.compile(r"\.?train-\d{5}-of-\d{5}\.parquet(?:\.tmp)?")
 STAGING_PREFIX = ".incoming-"
 REPORT_NAME = "report.html"  # written by `python -m pipeline report DIR`
 # The files of the output folder that a run replaces; anything else there is left alone.
-COMMITTED_FILES = ("README.md", "stats.json")  # stats.json last: it says the output is whole
+# stats.json last: it says the output is whole. LICENSE.md after the card, so that a run killed
+# between the two leaves an output `pipeline.output` still knows as ours.
+COMMITTED_FILES = ("README.md", LICENCE_NAME, "stats.json")
 # The card's YAML key holding the build's facts (`dataset_card`, read by `pipeline.report`).
 CARD_KEY = "arabic_pairs"
 # The card's first sentence, by which an output of any version is recognised (pipeline.output).
@@ -160,8 +172,14 @@ def dataset_card(
     manifest_text: str | None,
     content_fingerprint: str,
     translation_model: str | None = None,
+    sources: Sequence[CardSource] = (),
 ) -> str:
-    """The `README.md` of the output: a YAML header `datasets` reads, then what the data is.
+    """The `README.md` of the output: a YAML header `datasets` and the Hub read, then what the
+    data is, how to load it, its licences and what to cite.
+
+    `sources`: the run's sources (`pipeline.card.card_sources`); without them, each key of
+    `stats["sources"]` is taken for a source of that kind in its kind's own language. The Hub's
+    metadata (`license_link: LICENSE.md`, sizes, creators...) is `pipeline.card.hub_metadata`.
 
     The build's own facts are data in the header, under `arabic_pairs` (`translation_model`,
     `manifest`), which `pipeline.report` reads back; the body repeats them for people.
@@ -169,11 +187,10 @@ def dataset_card(
     data (two builds into folders of the same name share a cache entry), so the description
     carries a fingerprint of the shards' contents.
     """
+    sources = tuple(sources) or sources_of_stats(stats)
     header = {
         "pretty_name": name,
-        "language": ["ar"],
-        "task_categories": ["image-to-text", "text-to-image"],
-        "license": "other",
+        **hub_metadata(sources, stats["kept"]),
         "configs": [
             {
                 "config_name": "default",
@@ -196,8 +213,23 @@ def dataset_card(
         f"{CARD_SIGNATURE} Genuine captions were written in Arabic",
         "(`caption_origin: genuine`); translated ones were machine-translated from English",
         "(`caption_origin: translated`, original in `caption_en`). Each row says where it came",
-        "from (`source`, `source_key`, `page_url`, `image_url`). Licences are those of the",
-        "sources: WIT and Wikipedia text is CC BY-SA; each image keeps the licence of its file.",
+        "from (`source`, `source_key`, `page_url`, `image_url`).",
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        "# this folder, or its repository id once uploaded to the Hub",
+        f'pairs = load_dataset("path/to/{_folder_hint(name)}", split="train")',
+        'pairs[0]["caption_ar"], pairs[0]["image"]  # a str and a PIL image',
+        "```",
+        "",
+        "## Licences",
+        "",
+        "Each pair keeps the terms of its source (listed in `LICENSE.md`):",
+        "",
+        *[f"- **{kind}**: {text}" for kind, text in licences(sources)],
         "",
         "## Pairs per source",
         "",
@@ -226,9 +258,18 @@ def dataset_card(
         "| --- | --- |",
     ]
     lines += [f"| `{col}` | {doc} |" for col, doc in COLUMN_DOCS.items()]
+    cited = citations(sources, translation_model)
+    if cited:
+        lines += ["", "## Citation", "", "If you use this data, cite its sources:", ""]
+        lines += ["```bibtex", "\n\n".join(cited), "```"]
     if manifest_text:
         lines += ["", "## Manifest", "", "```yaml", manifest_text.rstrip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _folder_hint(name: str) -> str:
+    """The name as a folder in the loading example (`Arabic pairs` → `arabic-pairs`)."""
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "dataset"
 
 
 def is_shard(name: str) -> bool:
@@ -256,11 +297,21 @@ def commit(output_dir: str, staging: str, shard_names: list[str]) -> None:
                 if not is_shard(name):
                     os.rename(os.path.join(replaced, name), os.path.join(data, name))
     for name in COMMITTED_FILES:
-        if os.path.exists(os.path.join(staging, name)):
+        if os.path.exists(os.path.join(staging, name)) and _ours_to_replace(output_dir, name):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     for entry in os.listdir(output_dir):
         if entry.startswith(STAGING_PREFIX):  # ours, and any a killed run left
             shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
+
+
+def _ours_to_replace(output_dir: str, name: str) -> bool:
+    """Whether the committed file `name` may replace what `output_dir` holds: the card and the
+    stats always (`pipeline.output` let the run in); `LICENSE.md` only when there is none or
+    an earlier run wrote it: a licence the user wrote stays, and the card links to it."""
+    if name != LICENCE_NAME:
+        return True
+    text = read_text(join(output_dir, name))
+    return text is None or is_our_licence(text)
 
 
 def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> None:
@@ -279,7 +330,7 @@ def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> No
         FileSystems.delete(old)
     for name in COMMITTED_FILES:
         source, target = join(staging, name), join(output_dir, name)
-        if FileSystems.exists(source):
+        if FileSystems.exists(source) and _ours_to_replace(output_dir, name):
             if FileSystems.exists(target):
                 FileSystems.delete([target])
             FileSystems.rename([source], [target])
@@ -332,6 +383,7 @@ class _WriteCardAndStats(beam.DoFn):
         manifest_text: str | None,
         translation_model: str | None,
         timings_order: Sequence[str] = (),
+        sources: Sequence[CardSource] = (),
     ):
         self._output_dir = output_dir
         self._staging = staging
@@ -339,6 +391,7 @@ class _WriteCardAndStats(beam.DoFn):
         self._manifest_text = manifest_text
         self._translation_model = translation_model
         self._timings_order = tuple(timings_order)
+        self._sources = tuple(sources)
 
     def process(self, stats, shards, clocks=None):
         if clocks is not None:
@@ -353,8 +406,12 @@ class _WriteCardAndStats(beam.DoFn):
             self._manifest_text,
             fingerprint(shards),
             self._translation_model,
+            self._sources,
         )
         write_bytes(join(self._staging, "README.md"), card.encode("utf-8"))
+        sources = self._sources or sources_of_stats(stats)
+        licence = licence_file(self._name, sources, self._translation_model)
+        write_bytes(join(self._staging, LICENCE_NAME), licence.encode("utf-8"))
         text = json.dumps(stats, ensure_ascii=False, indent=2) + "\n"
         write_bytes(join(self._staging, "stats.json"), text.encode("utf-8"))
         commit(self._output_dir, self._staging, [posixpath.basename(p) for p, _, _ in shards])
@@ -370,7 +427,8 @@ class WriteDataset(beam.PTransform):
     (`write`: first shard begun to last shard written) included, stages in `timings_order`.
     `store`: where the pairs' `image_ref`s point (`pipeline.store`). `staging`: the run's
     staging folder (default: a new one); a store in it (all but the image cache) is removed
-    with it by the commit."""
+    with it by the commit. `sources`: the run's sources for the card
+    (`pipeline.card.card_sources`; default: guessed from the stats' keys)."""
 
     def __init__(
         self,
@@ -383,6 +441,7 @@ class WriteDataset(beam.PTransform):
         staging: str | None = None,
         store: ImageStore | None = None,
         timings_order: Sequence[str] = (),
+        sources: Sequence[CardSource] = (),
     ):
         super().__init__()
         self._output_dir = output_dir
@@ -394,6 +453,7 @@ class WriteDataset(beam.PTransform):
         self._staging = staging or staging_dir(output_dir)
         self._store = store
         self._timings_order = tuple(timings_order)
+        self._sources = tuple(sources)
 
     def expand(self, pcolls):
         pairs, stats, *rest = pcolls
@@ -433,6 +493,7 @@ class WriteDataset(beam.PTransform):
                 self._manifest_text,
                 self._translation_model,
                 self._timings_order,
+                self._sources,
             ),
             beam.pvalue.AsList(shards),
             *timed,

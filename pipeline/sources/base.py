@@ -29,6 +29,23 @@ class KnownFile:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What the dataset card says of a kind's data (`pipeline.card`): its Hub `source_datasets`
+    entry (`original`, or `extended|<dataset>`), the terms its captions and images come under,
+    and how to cite it (BibTeX; empty when there is nothing to cite)."""
+
+    hub_source: str
+    licence: str
+    citation: str = ""
+
+
+# A kind that does not say (a source added without one): the card points at the source itself.
+UNDECLARED_PROVENANCE = Provenance(
+    "extended|other", "The terms of the source's own data; this kind does not declare them."
+)
+
+
+@dataclass(frozen=True)
 class KindProfile:
     """What happens to one kind's records in a full build, for `estimate`: kept / read, the
     share of read records whose image is downloaded, the average bytes of one download, and why.
@@ -54,7 +71,7 @@ class SourceKind:
     For `estimate`: `profile`; `record_keys`, the keys whose files hold the records (`read`);
     `count(stream, path, config)`, the records of one local file (the reader's own parser);
     `known_files`, the real release's files by name; `wikimedia_images`: its images come from
-    upload.wikimedia.org.
+    upload.wikimedia.org. `provenance`: its licence, citation and Hub source for the card.
     """
 
     kind: str
@@ -71,6 +88,7 @@ class SourceKind:
     known_files: Mapping[str, KnownFile] = field(default_factory=dict)
     wikimedia_images: bool = False
     translated_when: Callable[[Any], bool] | None = None
+    provenance: Provenance = UNDECLARED_PROVENANCE
 
     def translates(self, config: Any) -> bool:
         """Whether the captions of `config` (a source of this kind) are English, translated."""

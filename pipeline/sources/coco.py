@@ -38,7 +38,7 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.records import TRANSLATED, Drop, Pair, pair_id
-from pipeline.sources.base import ENGLISH, KindProfile, KnownFile, SourceKind
+from pipeline.sources.base import ENGLISH, KindProfile, KnownFile, Provenance, SourceKind
 from pipeline.sources.files import ReadFiles, list_folder, read_all
 from pipeline.steps import Reasons
 from pipeline.text import normalize_english
@@ -234,8 +234,26 @@ KNOWN_FILES: dict[str, KnownFile] = {
 }
 
 
+PROVENANCE = Provenance(
+    hub_source="extended|other-coco-2014",
+    licence=(
+        "COCO's annotations are under CC BY 4.0; its images come from Flickr, each under its"
+        " own licence and Flickr's terms of use (https://cocodataset.org/#termsofuse)."
+    ),
+    citation="""@inproceedings{lin2014coco,
+  title = {Microsoft COCO: Common Objects in Context},
+  author = {Lin, Tsung-Yi and Maire, Michael and Belongie, Serge and Hays, James and Perona,
+            Pietro and Ramanan, Deva and Doll{\\'a}r, Piotr and Zitnick, C. Lawrence},
+  booktitle = {European Conference on Computer Vision (ECCV)},
+  pages = {740--755},
+  year = {2014}
+}""",
+)
+
+
 KIND = SourceKind(
     kind="coco",
+    provenance=PROVENANCE,
     config=CocoSource,
     reader=ReadCoco,
     language=ENGLISH,

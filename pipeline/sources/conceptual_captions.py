@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline.records import TRANSLATED, Drop, Pair, pair_id
-from pipeline.sources.base import ENGLISH, KindProfile, KnownFile, SourceKind
+from pipeline.sources.base import ENGLISH, KindProfile, KnownFile, Provenance, SourceKind
 from pipeline.sources.files import ReadFiles, numbered_lines
 from pipeline.steps import Reasons
 from pipeline.text import normalize_english
@@ -118,8 +118,29 @@ for _names, _lines in (
         KNOWN_FILES[_name] = KnownFile(_lines, _names[0], round(_lines * _CC_BYTES_PER_LINE))
 
 
+PROVENANCE = Provenance(
+    hub_source="extended|google-research-datasets/conceptual_captions",
+    licence=(
+        "Conceptual Captions' captions and URLs may be freely used for any purpose, with"
+        " acknowledgement of Google LLC as the data source appreciated"
+        " (https://github.com/google-research-datasets/conceptual-captions); the images are web"
+        " images, not licensed by the dataset: each belongs to its owner."
+    ),
+    citation="""@inproceedings{sharma2018conceptual,
+  title = {Conceptual Captions: A Cleaned, Hypernymed, Image Alt-text Dataset For Automatic
+           Image Captioning},
+  author = {Sharma, Piyush and Ding, Nan and Goodman, Sebastian and Soricut, Radu},
+  booktitle = {Proceedings of the 56th Annual Meeting of the Association for Computational
+               Linguistics (Volume 1: Long Papers)},
+  pages = {2556--2565},
+  year = {2018}
+}""",
+)
+
+
 KIND = SourceKind(
     kind="conceptual_captions",
+    provenance=PROVENANCE,
     config=ConceptualCaptionsSource,
     reader=ReadConceptualCaptions,
     language=ENGLISH,

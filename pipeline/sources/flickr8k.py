@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.records import TRANSLATED, Drop, Pair, pair_id
-from pipeline.sources.base import ENGLISH, KindProfile, KnownFile, SourceKind
+from pipeline.sources.base import ENGLISH, KindProfile, KnownFile, Provenance, SourceKind
 from pipeline.sources.files import ReadFiles, list_folder, numbered_lines
 from pipeline.steps import Reasons
 from pipeline.text import normalize_english
@@ -141,8 +141,26 @@ def count_records(stream, path: str, source: Flickr8kSource) -> Iterator[Pair | 
     return parse_flickr8k(stream, path, source, names)
 
 
+PROVENANCE = Provenance(
+    hub_source="extended|other-flickr8k",
+    licence=(
+        "Flickr8K is distributed by the University of Illinois for research use; its images"
+        " come from Flickr, each under its owner's terms."
+    ),
+    citation="""@article{hodosh2013framing,
+  title = {Framing Image Description as a Ranking Task: Data, Models and Evaluation Metrics},
+  author = {Hodosh, Micah and Young, Peter and Hockenmaier, Julia},
+  journal = {Journal of Artificial Intelligence Research},
+  volume = {47},
+  pages = {853--899},
+  year = {2013}
+}""",
+)
+
+
 KIND = SourceKind(
     kind="flickr8k",
+    provenance=PROVENANCE,
     config=Flickr8kSource,
     reader=ReadFlickr8k,
     language=ENGLISH,

@@ -37,7 +37,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import require
 from pipeline.records import GENUINE, TRANSLATED, Drop, Pair, pair_id
-from pipeline.sources.base import PER_SOURCE, KindProfile, SourceKind
+from pipeline.sources.base import PER_SOURCE, KindProfile, Provenance, SourceKind
 from pipeline.sources.files import ReadFiles, list_folder, numbered_lines
 from pipeline.steps import Reasons
 from pipeline.text import has_lone_surrogate, normalize_caption, normalize_english
@@ -362,8 +362,19 @@ def check_source(source: PairsSource, where: str) -> None:
     )
 
 
+PROVENANCE = Provenance(
+    hub_source="original",
+    licence=(
+        "The builder's own pairs: the terms of the data given (the `license` column, where the"
+        " manifest maps one)."
+    ),
+    citation="",
+)
+
+
 KIND = SourceKind(
     kind="pairs",
+    provenance=PROVENANCE,
     config=PairsSource,
     reader=ReadPairs,
     language=PER_SOURCE,

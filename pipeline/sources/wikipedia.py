@@ -52,7 +52,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import ImagesConfig, images_thumb_width, require
 from pipeline.records import DROPPED, GENUINE, Drop, Pair, SpreadPairs, pair_id
-from pipeline.sources.base import GENUINE_ARABIC, KindProfile, SourceKind
+from pipeline.sources.base import GENUINE_ARABIC, KindProfile, Provenance, SourceKind
 from pipeline.sources.files import READ_ERRORS, RawReader, ReadFiles, numbered_lines, route
 from pipeline.sources.mediawiki import (
     Etiquette,
@@ -433,8 +433,21 @@ class ReadWikipedia(beam.PTransform):
         return crawled.pairs | "Spread" >> SpreadPairs(), crawled[DROPPED]
 
 
+PROVENANCE = Provenance(
+    hub_source="original",
+    licence=(
+        "Captions are text of Arabic Wikipedia articles, under CC BY-SA 4.0"
+        " (https://creativecommons.org/licenses/by-sa/4.0/); each image keeps the licence of its"
+        " file on Wikimedia Commons or Wikipedia (the `license` and `attribution` columns, and"
+        " the file page through `page_url`)."
+    ),
+    citation="",
+)
+
+
 KIND = SourceKind(
     kind="wikipedia",
+    provenance=PROVENANCE,
     config=WikipediaSource,
     reader=ReadWikipedia,
     language=GENUINE_ARABIC,

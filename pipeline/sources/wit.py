@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 from pipeline.config import require
 from pipeline.records import GENUINE, Drop, Pair, pair_id
-from pipeline.sources.base import GENUINE_ARABIC, KindProfile, KnownFile, SourceKind
+from pipeline.sources.base import GENUINE_ARABIC, KindProfile, KnownFile, Provenance, SourceKind
 from pipeline.sources.files import ReadFiles, physical_lines
 from pipeline.steps import Reasons
 from pipeline.text import arabic_letter_share, is_filename, normalize_caption
@@ -514,8 +514,29 @@ for _split, _total in (("val", 261_800), ("test", 210_700)):
 
 TRAIN_ROWS = sum(_WIT_SHARD_ROWS)
 
+PROVENANCE = Provenance(
+    hub_source="extended|google/wit",
+    licence=(
+        "WIT is released under CC BY-SA 3.0"
+        " (https://creativecommons.org/licenses/by-sa/3.0/,"
+        " https://github.com/google-research-datasets/wit); its captions are Wikipedia text;"
+        " each image keeps the licence of its file on Wikimedia Commons."
+    ),
+    citation="""@inproceedings{srinivasan2021wit,
+  title = {WIT: Wikipedia-based Image Text Dataset for Multimodal Multilingual Machine Learning},
+  author = {Srinivasan, Krishna and Raman, Karthik and Chen, Jiecao and Bendersky, Michael and
+            Najork, Marc},
+  booktitle = {Proceedings of the 44th International ACM SIGIR Conference on Research and
+               Development in Information Retrieval},
+  pages = {2443--2449},
+  year = {2021}
+}""",
+)
+
+
 KIND = SourceKind(
     kind="wit",
+    provenance=PROVENANCE,
     config=WitSource,
     reader=ReadWit,
     language=GENUINE_ARABIC,
