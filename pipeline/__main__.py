@@ -190,9 +190,11 @@ def estimate(
     figures: str | None = None,
     count_limit: int | None = None,
     bandwidth: float | None = None,
+    output_dir: str | None = None,
 ) -> int:
     """Prints the cost table of a manifest whose inputs need not exist, then one JSON line.
-    None: this machine's cores, pipeline/figures.json, and the defaults of pipeline.estimate."""
+    None: this machine's cores, pipeline/figures.json, the defaults of pipeline.estimate, and a
+    local output folder."""
     from pipeline import estimate as cost
 
     try:
@@ -203,6 +205,7 @@ def estimate(
             workers if workers is not None else os.cpu_count() or 1,
             cost.DEFAULT_COUNT_LIMIT if count_limit is None else count_limit,
             cost.DEFAULT_BANDWIDTH_GBPS if bandwidth is None else bandwidth,
+            output_dir,
         )
     except (ManifestError, cost.EstimateError) as err:
         for problem in getattr(err, "problems", [str(err)]):
@@ -263,13 +266,27 @@ def main(argv: list[str] | None = None) -> int:
         metavar="GBITS",
         help="the link every download shares, in Gbit/s (default: 1)",
     )
+    estimate_cmd.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="the output folder of the build: where the image cache is depends on it "
+        "(default: a local folder)",
+    )
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("arabic-pairs").setLevel(logging.INFO)
     if args.command == "estimate":
         if beam_args:
             parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
-        return estimate(args.manifest, args.workers, args.figures, args.count_limit, args.bandwidth)
+        return estimate(
+            args.manifest,
+            args.workers,
+            args.figures,
+            args.count_limit,
+            args.bandwidth,
+            args.output,
+        )
     if args.command == "report":
         if beam_args:
             parser.error(f"unrecognized arguments: {' '.join(beam_args)}")

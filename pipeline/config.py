@@ -136,9 +136,9 @@ class ImagesConfig:
     # `image_url` column keeps the original. A YAML mapping {from-prefix: to-prefix}.
     url_map: tuple[tuple[str, str], ...] = ()
     # Where the run's image store is kept as a cache for reruns (pipeline.images.image_store):
-    # `auto` (DIR/cache/images for a local output, off for gs:// and other URLs), a folder
-    # (relative to the manifest), or false (the store is removed at the commit). `true` is
-    # `auto`.
+    # `auto` (one folder shared by every run, $XDG_CACHE_HOME/arabic-pairs/images, for a local
+    # output; off for gs:// and other URLs), a folder (relative to the manifest), or false (the
+    # store is removed at the commit). `true` is `auto`.
     cache: str | bool = "auto"
 
 

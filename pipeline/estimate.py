@@ -30,6 +30,13 @@ element with requests at most `requests_per_second`, a file is read by one worke
 dedupe decision runs in one worker; and every download shares one link of `bandwidth_gbps`.
 The total wall clock is a lower bound: the stages are taken to overlap perfectly (Beam fuses
 them; the dedupe grouping is the one barrier).
+
+Disk: the output figure is the shards (every kept row, its image included). The image store
+holds the stored images too (taken as the kept pairs' images, `stored_image_bytes` each: the
+images of pairs dropped after the fetch, duplicates, come on top), in the image cache
+`images.cache` resolves to for `output_dir` (`pipeline.images.cache`: by default one folder
+outside every output folder, kept after the run), or without a cache in the run's staging
+folder until the commit. Neither is part of the output figure.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.config import images_thumb_width
+from pipeline.files import is_remote
+from pipeline.images.cache import cache_folder, resolve_cache
 from pipeline.manifest import Manifest
 from pipeline.records import Drop
 from pipeline.sources import coco, flickr8k
@@ -524,6 +533,12 @@ class Estimate:
     figures: Figures
     notes: list[str]
     bandwidth_gbps: float = DEFAULT_BANDWIDTH_GBPS
+    # The bytes of the stored images (0 without images.fetch), and where they are kept: the
+    # image cache's folder, or None (the run's staging folder, until the commit).
+    image_store_bytes: int = 0
+    image_cache: str | None = None
+    # Whether the store is inside the output folder (a cache named there, or no cache).
+    store_in_output: bool = False
 
     @property
     def cpu_hours(self) -> float:
@@ -719,15 +734,24 @@ def estimate_stages(
     return [read, crawl, langid, translate, images, dedupe, write]
 
 
+def _inside(folder: str, output_dir: str) -> bool:
+    if is_remote(folder) or is_remote(output_dir):
+        return folder.rstrip("/").startswith(output_dir.rstrip("/") + "/")
+    output = os.path.abspath(output_dir)
+    return os.path.commonpath([os.path.abspath(folder), output]) == output
+
+
 def estimate(
     manifest: Manifest,
     figures: Figures,
     workers: int,
     count_limit: int = DEFAULT_COUNT_LIMIT,
     bandwidth_gbps: float = DEFAULT_BANDWIDTH_GBPS,
+    output_dir: str | None = None,
 ) -> Estimate:
     """The estimate of building `manifest` on `workers` cores behind a link of `bandwidth_gbps`
-    (every download shares it: a stage never takes less than its bytes over the link)."""
+    (every download shares it: a stage never takes less than its bytes over the link) into
+    `output_dir` (None: a local folder; it decides what `images.cache: auto` is)."""
     if workers < 1:
         raise EstimateError(f"--workers: must be at least 1, got {workers}")
     if not bandwidth_gbps > 0:
@@ -743,8 +767,24 @@ def estimate(
     ]
     for s in sources:
         notes += [f"{s.name}: {n}" for n in s.notes]
+    store_bytes, cache, in_output = 0, None, False
+    if manifest.images.fetch:
+        kept = sum(s.kept for s in sources)
+        store_bytes = round(kept * ASSUMPTIONS["stored_image_bytes"].value)
+        cache = cache_folder(resolve_cache(manifest.images, output_dir or os.curdir))
+        in_output = cache is None or (output_dir is not None and _inside(cache, output_dir))
     return Estimate(
-        manifest.path, manifest.name, workers, sources, stages, figures, notes, bandwidth_gbps
+        manifest.path,
+        manifest.name,
+        workers,
+        sources,
+        stages,
+        figures,
+        notes,
+        bandwidth_gbps,
+        store_bytes,
+        cache,
+        in_output,
     )
 
 
@@ -842,9 +882,10 @@ def format_estimate(est: Estimate) -> str:
         f"its peak for {est.pairs_in_flight:,} pairs "
         f"({est.figures.value('local_rss_kb_per_pair'):g} KB a pair over "
         f"{est.figures.value('local_rss_base_mb'):g} MB, benchmarks/scale.py); the images are "
-        f"on disk, not in memory ({format_bytes(est.output_bytes)} of output, about as much "
-        "again in the image store until the commit).",
+        "on disk, not in memory.",
     ]
+    if est.image_store_bytes:
+        lines.append(format_image_store(est))
     provisional = est.figures.provisional()
     if provisional:
         lines.append(f"Provisional figures: {', '.join(provisional)} ({est.figures.path}).")
@@ -852,8 +893,29 @@ def format_estimate(est: Estimate) -> str:
     return "\n".join(lines)
 
 
+def format_image_store(est: Estimate) -> str:
+    """Where the stored images are, and whether the output figure holds them (it never does)."""
+    size = format_bytes(est.image_store_bytes)
+    where = "inside the output folder" if est.store_in_output else "outside the output folder"
+    if est.image_cache is None:
+        return (
+            f"Image store: about {size} of stored images in the output's staging folder until "
+            "the commit (no image cache: images.cache false, or an output on gs:// or s3://), "
+            f"beside the {format_bytes(est.output_bytes)} of output."
+        )
+    return (
+        f"Image cache: about {size} of stored images in {est.image_cache}, kept for later runs, "
+        f"{where}: not part of the {format_bytes(est.output_bytes)} of output (images it "
+        "already holds are not downloaded again)."
+    )
+
+
 def estimate_json(est: Estimate) -> dict[str, Any]:
-    """Every figure of the estimate, for scripts: the last line `estimate` prints."""
+    """Every figure of the estimate, for scripts: the last line `estimate` prints.
+
+    `image_cache`: `bytes` of the stored images, the cache's `folder` (null: no cache, the store
+    is in the run's staging folder until the commit) and whether they are `in_output` (the
+    output folder holds them); `total.output_bytes` never includes them."""
 
     def stage(s: StageEstimate) -> dict[str, Any]:
         out = asdict(s)
@@ -876,6 +938,11 @@ def estimate_json(est: Estimate) -> dict[str, Any]:
             "wall_hours": est.wall_hours,
             "pairs_in_flight": est.pairs_in_flight,
             "local_memory_bytes": est.local_memory_bytes,
+        },
+        "image_cache": {
+            "folder": est.image_cache,
+            "bytes": est.image_store_bytes,
+            "in_output": est.store_in_output,
         },
         "figures": est.figures.path,
         "provisional": est.figures.provisional(),

@@ -4,9 +4,10 @@ A run replaces `README.md` and `stats.json` and the shards of `data/` (and `LICE
 earlier run wrote it), and removes the shards of the output it replaces (`pipeline.write.commit`). So it writes only into a folder that is new,
 empty, or an earlier output of this pipeline: one whose `README.md` is our dataset card, or, when
 a first run was killed before its commit, one holding nothing but what a run writes (staging
-folders, the image cache, the translations, shards). Anything else is the user's, and the run
-is refused with one line before it reads a record. In an earlier output, files that are not ours
-(`data/notes.txt`, `data/train-mine.parquet`) are never deleted or overwritten.
+folders, the translations, shards, and the `cache/` of earlier versions). Anything else is the
+user's, and the run is refused with one line before it reads a record. In an earlier output,
+files that are not ours (`data/notes.txt`, `data/train-mine.parquet`) are never deleted or
+overwritten, and neither is the `cache/` an earlier version kept there.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.files import is_remote, join, read_text
-from pipeline.images.cache import CACHE_DIR
 from pipeline.write import (
     CARD_KEY,
     CARD_SIGNATURE,
@@ -27,9 +27,12 @@ from pipeline.write import (
 from translators.memory import TRANSLATIONS_DIR
 
 CARD = "README.md"
+# The image cache (`images.cache: auto`) of earlier versions, DIR/cache/images: still ours, never
+# used or deleted by a run now (the cache is outside the output folder, pipeline.images.cache).
+EARLIER_CACHE = "cache"
 # The folders a run writes beside `data/` and its staging folders before its commit: all that a
 # killed first run can leave. A card, stats or report without our card are someone else's.
-LEFT_BY_A_RUN = frozenset({TRANSLATIONS_DIR, CACHE_DIR.split("/")[0]})
+LEFT_BY_A_RUN = frozenset({TRANSLATIONS_DIR, EARLIER_CACHE})
 
 
 def is_our_card(text: str) -> bool:

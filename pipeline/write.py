@@ -247,7 +247,8 @@ def dataset_card(
         "",
         f"Translated captions come from the CTranslate2 model {translation_model} or the"
         " translation memory of the manifest (a memory entry without a score has"
-        " `translation_score` null)."
+        " `translation_score` null). `translations/` holds the model's translations (`en`, `ar`,"
+        " `score`): their provenance, and the memory a rerun into this folder reads first."
         if translation_model
         else "No translation model was used; translated captions, if any, come from the"
         " translation memory of the manifest.",

@@ -344,3 +344,48 @@ def test_estimate_works_from_the_built_wheel(tmp_path):
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert json.loads(ran.stdout.strip().splitlines()[-1])["figures"].startswith(str(site))
+
+
+def test_the_image_cache_is_counted_apart_from_the_output(tmp_path, cache_home, capsys):
+    shards = "paths: ['wit/wit_v1.train.all-0000[01]-of-00010.tsv.gz']\n"
+    path = write_manifest(tmp_path, f"sources:\n  - kind: wit\n    {shards}")
+    assert main(["estimate", str(path), "--count-limit", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    data = json.loads(out[-1])
+    kept = data["total"]["kept"]
+    stored = kept * 25_000  # stored_image_bytes a kept pair
+    folder = str(cache_home / "arabic-pairs" / "images")
+    # The default cache: outside every output folder, so the output figure does not hold it.
+    assert data["image_cache"] == {"folder": folder, "bytes": stored, "in_output": False}
+    assert data["total"]["output_bytes"] == kept * (25_000 + 600)
+    assert (
+        f"Image cache: about {format_bytes(stored)} of stored images in {folder}, kept for later "
+        f"runs, outside the output folder: not part of the {format_bytes(kept * 25_600)} of "
+        "output" in "\n".join(out)
+    )
+
+    # An output on an object store has no cache: the store is in its staging folder.
+    assert main(["estimate", str(path), "--count-limit", "0", "--output", "gs://b/out"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    data = json.loads(out[-1])
+    assert data["image_cache"] == {"folder": None, "bytes": stored, "in_output": True}
+    assert data["total"]["output_bytes"] == kept * (25_000 + 600)
+    assert any(line.startswith("Image store: about ") for line in out)
+    assert not any(line.startswith("Image cache:") for line in out)
+
+    # A cache named inside the output folder is in it.
+    named = write_manifest(
+        tmp_path, f"sources:\n  - kind: wit\n    {shards}images:\n  cache: out/c\n"
+    )
+    est = run_estimate(named, output_dir=str(tmp_path / "out"))
+    assert (est.image_cache, est.store_in_output) == (str(tmp_path / "out" / "c"), True)
+    assert "inside the output folder" in format_estimate(est)
+    assert not run_estimate(named, output_dir=str(tmp_path / "elsewhere")).store_in_output
+
+    # Without images there is no store.
+    url_only = run_estimate(
+        write_manifest(tmp_path, f"sources:\n  - kind: wit\n    {shards}images:\n  fetch: false\n")
+    )
+    assert (url_only.image_store_bytes, url_only.image_cache) == (0, None)
+    assert estimate_json(url_only)["image_cache"]["bytes"] == 0
+    assert "Image " not in format_estimate(url_only)

@@ -101,11 +101,17 @@ def test_what_a_killed_first_run_left_is_ours(manifest, tmp_path, capsys):
     out = tmp_path / "out"
     (out / ".incoming-0123456789ab" / "data").mkdir(parents=True)
     (out / "translations").mkdir()
-    (out / "cache" / "images").mkdir(parents=True)
+    # The image cache an earlier version kept in the output folder (DIR/cache/images).
+    (out / "cache" / "images" / "0123" / "packs").mkdir(parents=True)
+    (out / "cache" / "images" / "0123" / "packs" / "abc.pack").write_bytes(b"APK1 an image")
     (out / "data").mkdir()
     (out / "data" / "train-00000-of-00001.parquet").write_bytes(b"half")
     assert output_problem(str(out)) is None
     assert run(capsys, manifest, str(out))[0] == 0
+    # Left as it was: a run never deletes what it did not write.
+    assert snapshot(out / "cache") == {
+        "images/0123/packs/abc.pack": hashlib.sha256(b"APK1 an image").hexdigest()
+    }
 
 
 def test_a_folder_on_an_object_store_is_checked_too(manifest, tmp_path, capsys, monkeypatch):

@@ -32,7 +32,7 @@ from records_of import image_pair
 from pipeline import progress
 from pipeline.__main__ import main
 from pipeline.hosts import HostGates
-from pipeline.images.cache import cache_folder, image_store, resolve_cache
+from pipeline.images.cache import cache_folder, default_cache_folder, image_store, resolve_cache
 from pipeline.images.fetcher import ImageFetcher
 from pipeline.manifest import ImagesConfig, ManifestError, parse_manifest
 from pipeline.records import Drop, Pair
@@ -153,9 +153,12 @@ def test_a_local_file_is_found_again_until_it_changes(tmp_path):
     assert counts == (0, 1) and changed.phash != first.phash
 
 
-def test_the_store_of_a_run_is_the_cache_or_lives_in_its_staging_folder(tmp_path):
+def test_the_store_of_a_run_is_the_cache_or_lives_in_its_staging_folder(tmp_path, cache_home):
     out = tmp_path / "out"
-    assert resolve_cache(ImagesConfig(), str(out)).cache == str(out / "cache" / "images")
+    shared = str(cache_home / "arabic-pairs" / "images")
+    # `auto`: one folder outside the output, the same for every local output folder.
+    assert resolve_cache(ImagesConfig(), str(out)).cache == shared
+    assert resolve_cache(ImagesConfig(), "elsewhere/out").cache == shared
     assert resolve_cache(ImagesConfig(), "gs://bucket/out").cache is False
     assert resolve_cache(ImagesConfig(cache="/elsewhere"), str(out)).cache == "/elsewhere"
     assert resolve_cache(ImagesConfig(cache=False), str(out)).cache is False
@@ -167,7 +170,18 @@ def test_the_store_of_a_run_is_the_cache_or_lives_in_its_staging_folder(tmp_path
     remote = image_store(ImagesConfig(cache=False), "gs://bucket/out/.incoming-run")
     assert remote.root == "gs://bucket/out/.incoming-run/images"
     resolved = image_store(resolve_cache(ImagesConfig(), str(out)), staging)
-    assert resolved.reuse and os.path.dirname(resolved.root) == str(out / "cache" / "images")
+    assert resolved.reuse and os.path.dirname(resolved.root) == shared
+
+
+def test_without_xdg_cache_home_the_cache_is_under_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    under_home = str(tmp_path / "home" / ".cache" / "arabic-pairs" / "images")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_folder() == under_home
+    # Empty or relative: not a cache home (the XDG base directory spec ignores them).
+    for value in ("", "relative/cache"):
+        monkeypatch.setenv("XDG_CACHE_HOME", value)
+        assert resolve_cache(ImagesConfig(), str(tmp_path / "out")).cache == under_home
 
 
 def test_an_unresolved_auto_cache_is_refused_not_quietly_off(tmp_path):
@@ -283,12 +297,12 @@ def test_reuse_lines_from_the_counters_of_a_run():
         ("translate", "unique_captions"): 55,
         ("translate", "memory_hits"): 52,
     }
-    assert progress.reuse_lines(counters, "/out/cache/images") == [
-        "  image cache: hits 40, misses 2 (/out/cache/images)",
+    assert progress.reuse_lines(counters, "/c/arabic-pairs/images") == [
+        "  image cache: hits 40, misses 2 (/c/arabic-pairs/images)",
         "  translation memory: hits 52, misses 3",
     ]
     assert progress.reuse_lines(counters, None) == ["  translation memory: hits 52, misses 3"]
-    assert progress.reuse_lines({}, "/out/cache/images") == []  # nothing asked, or no metrics
+    assert progress.reuse_lines({}, "/c/arabic-pairs/images") == []  # nothing asked, or no metrics
     assert progress.counter_totals(object()) == {}  # a runner without metrics
 
 
@@ -402,14 +416,17 @@ def reuse(printed: str, what: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def cache_entries(out: Path) -> int:
-    """The whole records of downloaded images in the output's image cache."""
-    folders = (out / "cache" / "images").glob("*")
+def cache_entries(home: Path) -> int:
+    """The whole records of downloaded images in the image cache under the cache home `home`
+    (the default `images.cache: auto`)."""
+    folders = (home / "arabic-pairs" / "images").glob("*")
     records = (r for folder in folders for r in ImageStore(str(folder)).records())
     return sum(1 for r in records if r.facts["key"].startswith("http"))
 
 
-def kill_while_fetching(manifest: Path, out: Path, host: HeldHost, answered: int) -> int:
+def kill_while_fetching(
+    manifest: Path, out: Path, host: HeldHost, answered: int, home: Path
+) -> int:
     """Runs the build in a subprocess whose image host answers `answered` requests, waits until
     their images are cached (the translations, written before the images are fetched, are on
     disk by then too), kills it with SIGKILL; returns the cache entries it left."""
@@ -432,7 +449,7 @@ def kill_while_fetching(manifest: Path, out: Path, host: HeldHost, answered: int
                 # file are one request path twice (both fetch the 330 px thumbnail).
                 expected = [p for p in answered_paths if "/dead/" not in p]
                 translated = list((out / "translations").glob("*.parquet"))
-                cached = cache_entries(out)
+                cached = cache_entries(home)
                 if len(answered_paths) == answered and cached == len(expected) and translated:
                     break
                 time.sleep(0.1)
@@ -442,7 +459,7 @@ def kill_while_fetching(manifest: Path, out: Path, host: HeldHost, answered: int
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     host.release()
-    return cache_entries(out)
+    return cache_entries(home)
 
 
 def rows(out: Path) -> list[dict]:
@@ -450,7 +467,9 @@ def rows(out: Path) -> list[dict]:
     return sorted(table, key=lambda r: r["id"])
 
 
-def test_a_killed_run_started_again_ends_as_the_uninterrupted_run(demo_build, tmp_path, capsys):
+def test_a_killed_run_started_again_ends_as_the_uninterrupted_run(
+    demo_build, tmp_path, capsys, cache_home, monkeypatch
+):
     manifest, host = demo_build
     whole = tmp_path / "whole"
     host.release()
@@ -471,14 +490,17 @@ def test_a_killed_run_started_again_ends_as_the_uninterrupted_run(demo_build, tm
     memory_hits, memory_misses = reuse(printed, "translation memory")
     assert memory_misses == 3  # the three captions the shipped memory lacks: the tiny model's
 
-    # The folder held an earlier build; the run into it is killed while fetching images.
+    # The folder held an earlier build; the run into it is killed while fetching images. It
+    # starts from a cache of its own: the shared one holds every image of the whole build.
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     for name in ("data", "README.md", "stats.json"):
         copy = shutil.copytree if name == "data" else shutil.copy
         copy(whole / name, resumed / name)
-    cached = kill_while_fetching(manifest, resumed, host, answered=first_fetches // 2)
-    assert 0 < cached < cache_entries(whole)
+    resumed_home = tmp_path / "resumed-cache-home"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(resumed_home))  # the subprocess inherits it
+    cached = kill_while_fetching(manifest, resumed, host, first_fetches // 2, resumed_home)
+    assert 0 < cached < cache_entries(cache_home)
     # The earlier output is untouched by the killed run: a reader never saw a half dataset.
     assert rows(resumed) == rows(whole)
     assert json.loads((resumed / "stats.json").read_text(encoding="utf-8")) == stats  # as it was
@@ -497,9 +519,15 @@ def test_a_killed_run_started_again_ends_as_the_uninterrupted_run(demo_build, tm
     card = (whole / "README.md").read_text(encoding="utf-8")
     assert (resumed / "README.md").read_text(encoding="utf-8") == card
     assert not list(resumed.glob(".incoming-*"))
+    # The caches are outside the output folders: these hold the dataset and its translations.
+    for out in (whole, resumed):
+        assert sorted(p.name for p in out.iterdir()) == [
+            "README.md", "data", "stats.json", "translations"
+        ]  # fmt: skip
 
     # What the killed run finished was reused: its cached images were not fetched again.
     hits, misses = reuse(printed, "image cache")
+    assert f"misses {misses} ({resumed_home / 'arabic-pairs' / 'images'})\n" in printed
     assert hits + misses == cache_hits + cache_misses  # the same lookups
     assert hits >= cached > 0
     # Only misses are requested (Flickr8K's local files that were not stored yet are misses

@@ -6,11 +6,16 @@ run's memory down."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import io
 import os
 import random
+import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import apache_beam as beam
@@ -31,6 +36,8 @@ from pipeline.records import Pair
 from pipeline.store import HEADER, ImageStore, StoredImage, StoreIndex, parse_ref, scan_pack
 from standins.images import ImageHost, Reply
 
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "pipeline", "run"]
 LOOPBACK = ("127.0.0.1/32",)
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -186,27 +193,109 @@ def test_without_a_cache_the_store_goes_with_the_staging_folder(tmp_path, host):
     assert not list(tmp_path.rglob("*.pack"))
 
 
-def test_the_cache_is_the_store_one_copy_of_each_image(tmp_path, host):
+def test_the_cache_is_the_store_one_copy_of_each_image(tmp_path, host, cache_home, capsys):
     manifest = wit_manifest(tmp_path, host.port, 7)
     out = tmp_path / "out"
     assert main(["run", str(manifest), "--output", str(out)]) == 0
     rows = shard_rows(out / "data")
     check_images(rows)
-    (folder,) = (out / "cache" / "images").iterdir()
+    # The default cache is outside the output folder, which holds only the dataset.
+    cache = cache_home / "arabic-pairs" / "images"
+    (folder,) = cache.iterdir()
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "stats.json"]
+    assert f"image cache: hits 0, misses 7 ({cache})\n" in capsys.readouterr().out
     store = ImageStore(str(folder))
     with store.reader() as reader:
         stored = {r.facts["key"]: reader.read(r.ref) for r in store.records()}
     # Each image once, and the shards hold exactly the stored bytes.
     assert sorted(stored) == sorted(r["image_url"] for r in rows)
     assert all(stored[r["image_url"]] == r["image"]["bytes"] for r in rows)
-    assert not list(out.glob(".incoming-*"))
 
-    # A rerun reads every image from the store: no request, no new pack, the same shards.
+    # A rerun reads every image from the store: no request, no new pack, the same shards; so
+    # does a run into another output folder (the cache is shared).
     requests = len(host.log)
     packs = store.pack_paths()
+    for again in (out, tmp_path / "another"):
+        assert main(["run", str(manifest), "--output", str(again)]) == 0
+        assert len(host.log) == requests and store.pack_paths() == packs
+        assert shard_rows(again / "data") == rows
+        assert f"image cache: hits 7, misses 0 ({cache})\n" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "another").iterdir()) == [
+        "README.md", "data", "stats.json"
+    ]  # fmt: skip
+
+
+def test_the_cache_an_earlier_version_kept_in_the_output_is_left_alone(
+    tmp_path, host, cache_home, monkeypatch, capsys
+):
+    """Earlier versions kept `images.cache: auto` in DIR/cache/images. Such an output is still
+    ours: a run into it neither reads that cache nor changes or deletes a byte of it."""
+    manifest = wit_manifest(tmp_path, host.port, 7)
+    out = tmp_path / "out"
     assert main(["run", str(manifest), "--output", str(out)]) == 0
-    assert len(host.log) == requests and store.pack_paths() == packs
+    rows = shard_rows(out / "data")
+    # As an earlier version left it: a cache holding every image of the output.
+    shutil.copytree(cache_home / "arabic-pairs" / "images", out / "cache" / "images")
+    old = {p: p.read_bytes() for p in (out / "cache").rglob("*") if p.is_file()}
+    assert any(p.suffix == ".pack" for p in old)
+    home = tmp_path / "new-cache-home"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    capsys.readouterr()
+    requests = len(host.log)
+    assert main(["run", str(manifest), "--output", str(out)]) == 0
+    assert len(host.log) == requests + 7  # DIR/cache was not looked in
+    cache = home / "arabic-pairs" / "images"
+    assert f"image cache: hits 0, misses 7 ({cache})\n" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (out / "cache").rglob("*") if p.is_file()} == old
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "cache", "data", "stats.json"]
     assert shard_rows(out / "data") == rows
+
+
+class PairedHost(ImageHost):
+    """Answers an image only once two requests asked for it: two runs at once that both missed
+    it in the cache, so both store it at the same time."""
+
+    def __init__(self):
+        super().__init__()
+        self._asked: collections.Counter[str] = collections.Counter()
+        self._both = threading.Condition()
+
+    def serve(self, request) -> None:
+        with self._both:
+            self._asked[request.path] += 1
+            self._both.notify_all()
+            self._both.wait_for(lambda: self._asked[request.path] >= 2, timeout=60)
+        super().serve(request)
+
+
+def test_two_runs_at_once_share_the_cache(tmp_path, cache_home):
+    """Two runs into two folders at the same time write into one cache, each its own packs (no
+    index file to race on); both outputs are whole, and a third run finds every image there."""
+    with PairedHost() as host:
+        for i in range(7):
+            host.route(f"/{i}.jpg", Reply(200, JPEG, jpeg(500, 400, seed=100 + i)))
+        timeouts = "  read_timeout: 90\n  deadline: 120\n"  # the host waits for both runs
+        manifest = wit_manifest(tmp_path, host.port, 7, timeouts)
+        outs = [tmp_path / "one", tmp_path / "two"]
+        runs = [
+            subprocess.Popen([*CLI, str(manifest), "--output", str(out)], cwd=REPO) for out in outs
+        ]
+        assert [run.wait(timeout=300) for run in runs] == [0, 0]
+        # Both runs downloaded every image: each stored it while the other did.
+        assert sorted(path for path, _ in host.log) == sorted([f"/{i}.jpg" for i in range(7)] * 2)
+        (folder,) = (cache_home / "arabic-pairs" / "images").iterdir()
+        store = ImageStore(str(folder))
+        keys = [r.facts["key"] for r in store.records()]
+        assert sorted(keys) == sorted(
+            [f"http://127.0.0.1:{host.port}/{i}.jpg" for i in range(7)] * 2
+        )
+        rows = shard_rows(outs[0] / "data")
+        check_images(rows)
+        assert shard_rows(outs[1] / "data") == rows
+        requests = len(host.log)
+        assert main(["run", str(manifest), "--output", str(tmp_path / "three")]) == 0
+        assert len(host.log) == requests
+        assert shard_rows(tmp_path / "three" / "data") == rows
 
 
 def test_an_output_on_an_object_store_keeps_no_store_behind(tmp_path, host, monkeypatch):
