@@ -19,10 +19,11 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
-from pipeline.config import ImagesConfig, ManifestError
+from pipeline.config import IMAGE_FORMATS, ImagesConfig, ManifestError
 from pipeline.dedupe import DropDuplicates
 from pipeline.images import FetchImages, image_store
 from pipeline.manifest import Manifest
+from pipeline.records import EXTENSIONS
 from pipeline.sources.registry import kind_of
 from pipeline.sources.wikipedia import WikipediaSource
 from pipeline.stats import ComputeStats
@@ -191,4 +192,6 @@ def build_pipeline(
         staging=staging,
         store=store,
         timings_order=order,
+        output_format=manifest.output.format,
+        image_extension=EXTENSIONS[IMAGE_FORMATS[images.format]] if images.fetch else None,
     )
