@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline import progress  # noqa: E402
 from pipeline.build import build_pipeline, check_buildable, empty_inputs  # noqa: E402
+from pipeline.config import OutputConfig  # noqa: E402
 from pipeline.files import join  # noqa: E402
 from pipeline.images.cache import cache_folder, resolve_cache  # noqa: E402
 from pipeline.manifest import ManifestError, load_manifest  # noqa: E402
@@ -60,9 +61,9 @@ def _read_stats(output_dir: str) -> dict:
         return json.loads(f.read().decode("utf-8"))
 
 
-def _missing_shards(output_dir: str, kept: int, rows_per_shard: int) -> list[str]:
-    count = shard_count(kept, rows_per_shard)
-    paths = [join(output_dir, DATA_DIR, shard_name(i, count)) for i in range(count)]
+def _missing_shards(output_dir: str, kept: int, output: OutputConfig) -> list[str]:
+    count = shard_count(kept, output.rows_per_shard)
+    paths = [join(output_dir, DATA_DIR, shard_name(i, count, output.format)) for i in range(count)]
     return [p for p in paths if not FileSystems.exists(p)]
 
 
@@ -151,7 +152,7 @@ def run(
     problems = check_stats(stats)
     problems += [
         f"missing shard {path}"
-        for path in _missing_shards(output_dir, stats["kept"], manifest.output.rows_per_shard)
+        for path in _missing_shards(output_dir, stats["kept"], manifest.output)
     ]
     print(f"output: {output_dir}")
     print(format_accounting(stats))

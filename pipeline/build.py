@@ -20,10 +20,11 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from filters.langid import FilterLanguage
 from filters.text import CleanCaptions
 from pipeline.card import card_sources
-from pipeline.config import ImagesConfig, ManifestError
+from pipeline.config import IMAGE_FORMATS, ImagesConfig, ManifestError
 from pipeline.dedupe import DropDuplicates
 from pipeline.images import FetchImages, image_store
 from pipeline.manifest import Manifest
+from pipeline.records import EXTENSIONS
 from pipeline.sources.registry import kind_of
 from pipeline.sources.wikipedia import WikipediaSource
 from pipeline.stats import ComputeStats
@@ -193,4 +194,6 @@ def build_pipeline(
         store=store,
         timings_order=order,
         sources=card_sources(manifest.sources),
+        output_format=manifest.output.format,
+        image_extension=EXTENSIONS[IMAGE_FORMATS[images.format]] if images.fetch else None,
     )

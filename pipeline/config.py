@@ -152,9 +152,17 @@ class DedupeConfig:
     placeholder_min_urls: int = 5
 
 
+# The layouts of the output's shards (`output.format`): Hugging Face Parquet, or WebDataset tars
+# of KEY.jpg, KEY.txt and KEY.json (`pipeline.tars`) as open_clip and img2dataset use.
+PARQUET = "parquet"
+WEBDATASET = "webdataset"
+OUTPUT_FORMATS = (PARQUET, WEBDATASET)
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     rows_per_shard: int = 10000
+    format: str = PARQUET  # parquet | webdataset: DIR/data/train-XXXXX-of-NNNNN.parquet or .tar
 
 
 def images_thumb_width(images: ImagesConfig) -> int | None:

@@ -26,6 +26,7 @@ from pipeline import wikimedia
 from pipeline.config import (  # noqa: F401 - the sections, importable from here too
     DEFAULT_HOSTS,
     IMAGE_FORMATS,
+    OUTPUT_FORMATS,
     DedupeConfig,
     FiltersConfig,
     HostLimits,
@@ -305,6 +306,9 @@ def _check_sections(m: Manifest) -> None:
     _check(0 <= m.dedupe.max_hamming <= 64, "dedupe.max_hamming", "must be in [0, 64]")
     _check(m.dedupe.placeholder_min_urls >= 2, "dedupe.placeholder_min_urls", "must be >= 2")
     _check(m.output.rows_per_shard > 0, "output.rows_per_shard", "must be positive")
+    _check(
+        m.output.format in OUTPUT_FORMATS, "output.format", f"one of {', '.join(OUTPUT_FORMATS)}"
+    )
     problems.check()
 
 

@@ -1,13 +1,14 @@
 """The output folder a run may write into, checked before any work.
 
 A run replaces `README.md` and `stats.json` and the shards of `data/` (and `LICENSE.md` when an
-earlier run wrote it), and removes the shards of the output it replaces (`pipeline.write.commit`). So it writes only into a folder that is new,
-empty, or an earlier output of this pipeline: one whose `README.md` is our dataset card, or, when
-a first run was killed before its commit, one holding nothing but what a run writes (staging
-folders, the translations, shards, and the `cache/` of earlier versions). Anything else is the
-user's, and the run is refused with one line before it reads a record. In an earlier output,
-files that are not ours (`data/notes.txt`, `data/train-mine.parquet`) are never deleted or
-overwritten, and neither is the `cache/` an earlier version kept there.
+earlier run wrote it), and removes the shards of the output it replaces (`pipeline.write.commit`).
+So it writes only into a folder that is new, empty, or an earlier output of this pipeline: one whose
+`README.md` is our dataset card, or, when a first run was killed before its commit, one holding
+nothing but what a run writes (staging folders, the translations, shards, and the `cache/` of
+earlier versions). Anything else is the user's, and the run is refused with one line before it reads
+a record. In an earlier output, files that are not ours (`data/notes.txt`,
+`data/train-mine.parquet`) are never deleted or overwritten, and neither is the `cache/` an earlier
+version kept there.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ right to left, so captions stay in HTML (`dir="rtl" lang="ar"`, a font stack wit
 and plots carry only source names, drop reasons and numbers.
 
 The shards are read column by column through Beam's `FileSystems` (local folders and `gs://`
-alike); only the shards that hold a sample are read with their `image` column. Every number of
+alike); only the shards that hold a sample are read with their `image` column. A WebDataset
+output's tars (`pipeline.tars`) are read through their json members (and images, for the
+samples) into the same columns. Every number of
 the accounting carries a `data-stat` attribute naming its place in `stats.json`
 (`wit.dropped.other_language`, `kept`), and every number computed from the shards a
 `data-metric` one (`wit.words.median`), so tests and scripts can check the page.
@@ -41,12 +43,12 @@ import pyarrow.parquet as pq
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import reasons
+from pipeline import reasons, tars
 from pipeline.dedupe import DropDuplicates
 from pipeline.files import join, read_text, write_bytes
 from pipeline.records import GENUINE, SCHEMA, TRANSLATED
 from pipeline.stats import check_stats
-from pipeline.write import CARD_KEY, DATA_DIR, REPORT_NAME
+from pipeline.write import CARD_KEY, DATA_DIR, REPORT_NAME, SHARD_EXTENSIONS, is_shard
 
 SAMPLES_PER_SOURCE = 8
 THUMBNAIL_SIZE = 192  # longest side of a sample's thumbnail, in pixels
@@ -138,12 +140,20 @@ def parse_card(text: str) -> Card:
 
 
 def _shard_paths(output_dir: str) -> list[str]:
-    pattern = join(output_dir, DATA_DIR, "train-*.parquet")
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    """The shards of either format (`train-mine.parquet`, a user's file, is none)."""
+    patterns = [join(output_dir, DATA_DIR, f"train-*.{e}") for e in SHARD_EXTENSIONS.values()]
+    return sorted(
+        m.path
+        for found in FileSystems.match(patterns)
+        for m in found.metadata_list
+        if is_shard(m.path.rsplit("/", 1)[-1])
+    )
 
 
 def _read_columns(path: str, columns: Sequence[str]) -> pa.Table:
     with FileSystems.open(path) as f:
+        if path.endswith(".tar"):
+            return tars.read_table(f, columns)
         return pq.ParquetFile(f).read(columns=list(columns))
 
 

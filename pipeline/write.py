@@ -1,13 +1,14 @@
-"""WriteDataset: Parquet shards, the Hugging Face dataset card and `stats.json`.
+"""WriteDataset: Parquet shards (or WebDataset tars, `pipeline.tars`), the Hugging Face dataset
+card and `stats.json`.
 
 Pairs are spread over `ceil(kept / rows_per_shard)` shards by a hash of their id (so a shard
 holds about `rows_per_shard` rows) and sorted by id inside a shard: the same inputs give the
 same files on any runner. Every shard index is written, empty ones included, so the names
-`train-XXXXX-of-NNNNN.parquet` always form a complete set. Each file is written under a temporary
-name and renamed, so a retried bundle never leaves half a shard. The pairs carry references to
-their images (`pipeline.store`); a shard's images are read back from the store, a row group
-(`ROWS_PER_GROUP` rows) at a time, and the file is streamed out, so writing a shard holds one
-row group's images, not the shard's.
+`train-XXXXX-of-NNNNN.parquet` (or `.tar`) always form a complete set. Each file is written
+under a temporary name and renamed, so a retried bundle never leaves half a shard. The pairs
+carry references to their images (`pipeline.store`); a shard's images are read back from the
+store, a row group (`ROWS_PER_GROUP` rows) at a time, and the file is streamed out, so writing a
+shard holds one row group's images, not the shard's.
 
 A reader of the output folder never sees a half-written dataset, and a run that fails or is
 killed leaves the previous output as it was: the shards, card and stats are written into a
@@ -40,7 +41,7 @@ import pyarrow as pa
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import progress
+from pipeline import progress, tars
 from pipeline.card import (
     LICENCE_NAME,
     CardSource,
@@ -51,15 +52,18 @@ from pipeline.card import (
     licences,
     sources_of_stats,
 )
+from pipeline.config import PARQUET, WEBDATASET
 from pipeline.files import join, read_text, replacing, write_bytes, write_table
 from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, decode_pair, encode_pair, to_row
 from pipeline.store import ImageStore, PackReader
 from pipeline.timings import TIMINGS, build_timings
 
 DATA_DIR = "data"
-# The names of shards and of their temporary files (`replacing`): the only files of `data/` a
-# run replaces or deletes.
-SHARD_NAME = re.compile(r"\.?train-\d{5}-of-\d{5}\.parquet(?:\.tmp)?")
+# The extension of a shard of each `output.format`.
+SHARD_EXTENSIONS = {PARQUET: "parquet", WEBDATASET: "tar"}
+# The names of shards of either format and of their temporary files (`replacing`): the only
+# files of `data/` a run replaces or deletes (a run of one format replaces the other's).
+SHARD_NAME = re.compile(r"\.?train-\d{5}-of-\d{5}\.(?:parquet|tar)(?:\.tmp)?")
 STAGING_PREFIX = ".incoming-"
 REPORT_NAME = "report.html"  # written by `python -m pipeline report DIR`
 # The files of the output folder that a run replaces; anything else there is left alone.
@@ -89,8 +93,8 @@ def arrow_schema() -> pa.Schema:
     return hf_features().arrow_schema
 
 
-def shard_name(index: int, count: int) -> str:
-    return f"train-{index:05d}-of-{count:05d}.parquet"
+def shard_name(index: int, count: int, output_format: str = PARQUET) -> str:
+    return f"train-{index:05d}-of-{count:05d}.{SHARD_EXTENSIONS[output_format]}"
 
 
 def shard_count(kept: int, rows_per_shard: int) -> int:
@@ -173,6 +177,8 @@ def dataset_card(
     content_fingerprint: str,
     translation_model: str | None = None,
     sources: Sequence[CardSource] = (),
+    output_format: str = PARQUET,
+    shard_total: int = 1,
 ) -> str:
     """The `README.md` of the output: a YAML header `datasets` and the Hub read, then what the
     data is, how to load it, its licences and what to cite.
@@ -185,16 +191,18 @@ def dataset_card(
     `manifest`), which `pipeline.report` reads back; the body repeats them for people.
     `datasets` caches a local folder under a hash of the card's `dataset_info` and not of the
     data (two builds into folders of the same name share a cache entry), so the description
-    carries a fingerprint of the shards' contents.
+    carries a fingerprint of the shards' contents. `output_format` names the shards' extension
+    (`features` must be that format's: `hf_features`, `pipeline.tars.hf_features`).
     """
     sources = tuple(sources) or sources_of_stats(stats)
+    shards = f"{DATA_DIR}/train-*.{SHARD_EXTENSIONS[output_format]}"
     header = {
         "pretty_name": name,
         **hub_metadata(sources, stats["kept"]),
         "configs": [
             {
                 "config_name": "default",
-                "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-*.parquet"}],
+                "data_files": [{"split": "train", "path": shards}],
             }
         ],
         "dataset_info": {
@@ -225,6 +233,7 @@ def dataset_card(
         'pairs[0]["caption_ar"], pairs[0]["image"]  # a str and a PIL image',
         "```",
         "",
+        *_webdataset_hint(output_format, shard_total, stats["kept"]),
         "## Licences",
         "",
         "Each pair keeps the terms of its source (listed in `LICENSE.md`):",
@@ -268,14 +277,32 @@ def dataset_card(
     return "\n".join(lines) + "\n"
 
 
+def _webdataset_hint(output_format: str, total: int, kept: int) -> list[str]:
+    """For tar shards: how open_clip trains from them (a brace pattern of every shard)."""
+    if output_format != WEBDATASET:
+        return []
+    total = max(total, 1)
+    pattern = f"{DATA_DIR}/train-{{{0:05d}..{total - 1:05d}}}-of-{total:05d}.tar"
+    return [
+        "The shards are WebDataset tars (`KEY.jpg`, `KEY.txt` the Arabic caption, `KEY.json` the",
+        "other columns); open_clip trains from them as they are:",
+        "",
+        "```sh",
+        f"python -m open_clip_train.main --dataset-type webdataset --train-data '{pattern}' \\",
+        f"    --train-num-samples {kept}",
+        "```",
+        "",
+    ]
+
+
 def _folder_hint(name: str) -> str:
     """The name as a folder in the loading example (`Arabic pairs` → `arabic-pairs`)."""
     return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "dataset"
 
 
 def is_shard(name: str) -> bool:
-    """A shard of some run (`train-00000-of-00004.parquet`), or the temporary name of one
-    (`write_bytes`); nothing else in `data/` is ours (`train-mine.parquet` is not)."""
+    """A shard of some run (`train-00000-of-00004.parquet` or `.tar`), or the temporary name of
+    one (`write_bytes`); nothing else in `data/` is ours (`train-mine.parquet` is not)."""
     return SHARD_NAME.fullmatch(name) is not None
 
 
@@ -321,7 +348,7 @@ def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> No
     FileSystems.rename(
         present, [join(output_dir, DATA_DIR, posixpath.basename(p)) for p in present]
     )
-    pattern = join(output_dir, DATA_DIR, "train-*.parquet")
+    pattern = join(output_dir, DATA_DIR, "train-*")
     old = [
         m.path
         for m in FileSystems.match([pattern])[0].metadata_list
@@ -347,9 +374,10 @@ def _by_shard(pair: Pair, count: int) -> tuple[int, bytes]:
 
 
 class _WriteShard(beam.DoFn):
-    def __init__(self, staging: str, store: ImageStore | None):
+    def __init__(self, staging: str, store: ImageStore | None, output_format: str = PARQUET):
         self._staging = staging
         self._store = store
+        self._format = output_format
         self._schema = None
 
     def setup(self):
@@ -358,8 +386,10 @@ class _WriteShard(beam.DoFn):
     def process(self, keyed, count):
         started = time.time()
         index, items = keyed
-        pairs = sorted((decode_pair(b) for b in items if b), key=lambda p: p.id)
-        path = join(self._staging, DATA_DIR, shard_name(index, count))
+        # By id, then by the encoded pair: pairs of one id (one record read twice) come in the
+        # same order whatever order the grouping gave them.
+        pairs = sorted(map(decode_pair, sorted(b for b in items if b)), key=lambda p: p.id)
+        path = join(self._staging, DATA_DIR, shard_name(index, count, self._format))
         with contextlib.ExitStack() as stack:
             reader = stack.enter_context(self._store.reader()) if self._store else None
             sink = _HashingSink(stack.enter_context(replacing(path)))
@@ -367,7 +397,10 @@ class _WriteShard(beam.DoFn):
                 rows_with_images(pairs[i : i + ROWS_PER_GROUP], reader)
                 for i in range(0, len(pairs), ROWS_PER_GROUP)
             )
-            write_table(sink, groups, self._schema)
+            if self._format == WEBDATASET:
+                tars.write_samples(sink, groups)
+            else:
+                write_table(sink, groups, self._schema)
         progress.advance("write", total=count, unit="shards")
         yield beam.pvalue.TaggedOutput(WRITE, (WRITE, started, time.time(), len(pairs)))
         yield path, len(pairs), sink.hexdigest()
@@ -385,6 +418,8 @@ class _WriteCardAndStats(beam.DoFn):
         translation_model: str | None,
         timings_order: Sequence[str] = (),
         sources: Sequence[CardSource] = (),
+        output_format: str = PARQUET,
+        image_extension: str | None = None,
     ):
         self._output_dir = output_dir
         self._staging = staging
@@ -393,6 +428,8 @@ class _WriteCardAndStats(beam.DoFn):
         self._translation_model = translation_model
         self._timings_order = tuple(timings_order)
         self._sources = tuple(sources)
+        self._format = output_format
+        self._image_extension = image_extension
 
     def process(self, stats, shards, clocks=None):
         if clocks is not None:
@@ -400,14 +437,19 @@ class _WriteCardAndStats(beam.DoFn):
         written = sum(n for _, n, _ in shards)
         if written != stats["kept"]:
             raise RuntimeError(f"wrote {written} rows but counted {stats['kept']} kept pairs")
+        features = (
+            tars.hf_features(self._image_extension) if self._format == WEBDATASET else hf_features()
+        )
         card = dataset_card(
             self._name,
             stats,
-            hf_features(),
+            features,
             self._manifest_text,
             fingerprint(shards),
             self._translation_model,
             self._sources,
+            self._format,
+            len(shards),
         )
         write_bytes(join(self._staging, "README.md"), card.encode("utf-8"))
         sources = self._sources or sources_of_stats(stats)
@@ -426,10 +468,12 @@ class WriteDataset(beam.PTransform):
     against the rows written; None: counted here). `clocks`: the other stages' `Clock`
     entries (`pipeline.timings`); with them, stats.json has `timings`, the writer's own
     (`write`: first shard begun to last shard written) included, stages in `timings_order`.
-    `store`: where the pairs' `image_ref`s point (`pipeline.store`). `staging`: the run's
-    staging folder (default: a new one); a store in it (all but the image cache) is removed
-    with it by the commit. `sources`: the run's sources for the card
-    (`pipeline.card.card_sources`; default: guessed from the stats' keys)."""
+    `store`: where the pairs' `image_ref`s point (`pipeline.store`). `staging`: the run's staging
+    folder (default: a new one); a store in it (all but the image cache) is removed with it by the
+    commit. `sources`: the run's sources for the card (`pipeline.card.card_sources`; default:
+    guessed from the stats' keys). `output_format`: `parquet` or `webdataset` (tars,
+    `pipeline.tars`); `image_extension`: the extension of the stored images (`jpg`), None when none
+    are fetched, which names the image feature of a webdataset output's card."""
 
     def __init__(
         self,
@@ -443,6 +487,8 @@ class WriteDataset(beam.PTransform):
         store: ImageStore | None = None,
         timings_order: Sequence[str] = (),
         sources: Sequence[CardSource] = (),
+        output_format: str = PARQUET,
+        image_extension: str | None = None,
     ):
         super().__init__()
         self._output_dir = output_dir
@@ -455,6 +501,8 @@ class WriteDataset(beam.PTransform):
         self._store = store
         self._timings_order = tuple(timings_order)
         self._sources = tuple(sources)
+        self._format = output_format
+        self._image_extension = image_extension
 
     def expand(self, pcolls):
         pairs, stats, *rest = pcolls
@@ -477,9 +525,9 @@ class WriteDataset(beam.PTransform):
             | "WithMarkers" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShards"
-            >> beam.ParDo(_WriteShard(self._staging, self._store), count_side).with_outputs(
-                WRITE, main="shards"
-            )
+            >> beam.ParDo(
+                _WriteShard(self._staging, self._store, self._format), count_side
+            ).with_outputs(WRITE, main="shards")
         )
         shards = written.shards
         timed = ()
@@ -495,6 +543,8 @@ class WriteDataset(beam.PTransform):
                 self._translation_model,
                 self._timings_order,
                 self._sources,
+                self._format,
+                self._image_extension,
             ),
             beam.pvalue.AsList(shards),
             *timed,

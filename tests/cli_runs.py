@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipeline import tars
 from pipeline.__main__ import main
+from pipeline.records import SCHEMA
+from pipeline.write import is_shard
 
 # Filters loose enough for short captions: what such tests check is the readers and the text.
 LOOSE = "filters:\n  langid_min_score: 0\n  langid_labels: [ar, arz, fa, ur]\n"
@@ -25,8 +28,21 @@ def run_manifest(folder: Path, body: str, capsys) -> tuple[int, dict | None, lis
     err = capsys.readouterr().err
     stats_path = out / "stats.json"
     stats = json.loads(stats_path.read_text("utf-8")) if stats_path.exists() else None
-    rows = pq.read_table(out / "data").to_pylist() if stats is not None else []
+    rows = output_rows(out) if stats is not None else []
     return status, stats, rows, err
+
+
+def output_rows(out: Path) -> list[dict]:
+    """The rows of the output folder `out`, shard by shard: its Parquet shards, or the
+    WebDataset tars of `output.format: webdataset` read into the same columns."""
+    shards = sorted(p for p in (out / "data").glob("train-*.tar") if is_shard(p.name))
+    if not shards:
+        return pq.read_table(out / "data").to_pylist()
+    rows = []
+    for shard in shards:
+        with shard.open("rb") as f:
+            rows += tars.read_table(f, SCHEMA.names).to_pylist()
+    return rows
 
 
 def memory(folder: Path, entries: dict[str, str], prefix: bytes = b"") -> Path:

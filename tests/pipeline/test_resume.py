@@ -522,7 +522,7 @@ def test_a_killed_run_started_again_ends_as_the_uninterrupted_run(
     # The caches are outside the output folders: these hold the dataset and its translations.
     for out in (whole, resumed):
         assert sorted(p.name for p in out.iterdir()) == [
-            "README.md", "data", "stats.json", "translations"
+            "LICENSE.md", "README.md", "data", "stats.json", "translations"
         ]  # fmt: skip
 
     # What the killed run finished was reused: its cached images were not fetched again.

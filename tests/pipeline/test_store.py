@@ -189,7 +189,12 @@ def test_without_a_cache_the_store_goes_with_the_staging_folder(tmp_path, host):
     rows = shard_rows(out / "data")
     assert len(rows) == 7
     check_images(rows)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "LICENSE.md",
+        "README.md",
+        "data",
+        "stats.json",
+    ]
     assert not list(tmp_path.rglob("*.pack"))
 
 
@@ -202,7 +207,12 @@ def test_the_cache_is_the_store_one_copy_of_each_image(tmp_path, host, cache_hom
     # The default cache is outside the output folder, which holds only the dataset.
     cache = cache_home / "arabic-pairs" / "images"
     (folder,) = cache.iterdir()
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "LICENSE.md",
+        "README.md",
+        "data",
+        "stats.json",
+    ]
     assert f"image cache: hits 0, misses 7 ({cache})\n" in capsys.readouterr().out
     store = ImageStore(str(folder))
     with store.reader() as reader:
@@ -221,7 +231,7 @@ def test_the_cache_is_the_store_one_copy_of_each_image(tmp_path, host, cache_hom
         assert shard_rows(again / "data") == rows
         assert f"image cache: hits 7, misses 0 ({cache})\n" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "another").iterdir()) == [
-        "README.md", "data", "stats.json"
+        "LICENSE.md", "README.md", "data", "stats.json"
     ]  # fmt: skip
 
 
@@ -247,7 +257,13 @@ def test_the_cache_an_earlier_version_kept_in_the_output_is_left_alone(
     cache = home / "arabic-pairs" / "images"
     assert f"image cache: hits 0, misses 7 ({cache})\n" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in (out / "cache").rglob("*") if p.is_file()} == old
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "cache", "data", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "LICENSE.md",
+        "README.md",
+        "cache",
+        "data",
+        "stats.json",
+    ]
     assert shard_rows(out / "data") == rows
 
 
@@ -312,7 +328,11 @@ def test_an_output_on_an_object_store_keeps_no_store_behind(tmp_path, host, monk
     check_images(rows)
     # No cache on an object store by default; this run's store and the killed one's are gone.
     assert not list(out.rglob("*.pack")) and not list(out.rglob(".incoming-*/**/*.*"))
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["README.md", "stats.json"]
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "LICENSE.md",
+        "README.md",
+        "stats.json",
+    ]
 
 
 def test_a_run_limits_malloc_arenas_unless_the_user_set_them(tmp_path, host, monkeypatch):
