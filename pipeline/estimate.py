@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.config import images_thumb_width
+from pipeline.config import WEBDATASET, images_thumb_width
 from pipeline.files import is_remote
 from pipeline.images.cache import cache_folder, resolve_cache
 from pipeline.manifest import Manifest
@@ -142,6 +142,12 @@ ASSUMPTIONS: dict[str, Assumption] = {
         600,
         "Parquet bytes per row besides the image (captions, URLs, hashes, provenance): the "
         "demo output's other columns hold 568 B a row in Arrow, 347 B in Parquet",
+    ),
+    "tar_row_bytes": Assumption(
+        3_500,
+        "WebDataset bytes per sample besides the image (`output.format: webdataset`): three "
+        "512 B member headers, each member padded to 512 B blocks, the JSON uncompressed; the "
+        "demo output written as tars holds 3,452 B a sample besides its image",
     ),
     "model_download_bytes": Assumption(
         300_000_000,
@@ -727,7 +733,8 @@ def estimate_stages(
         groups["value"] * kept / groups["at"] / hour,
     )
 
-    per_row = ASSUMPTIONS["row_bytes"].value
+    tars = manifest.output.format == WEBDATASET
+    per_row = ASSUMPTIONS["tar_row_bytes" if tars else "row_bytes"].value
     if manifest.images.fetch:
         per_row += ASSUMPTIONS["stored_image_bytes"].value
     write = StageEstimate("write", kept, None, None, 0, round(kept * per_row), 0.0)

@@ -204,6 +204,13 @@ def test_a_manifest_of_two_wit_shards(tmp_path):
     # ... unless the link is slower: 5 GB at 0.1 Gbit/s take 400 s.
     slow = run_estimate(path, bandwidth_gbps=0.1)
     assert slow.wall_hours == pytest.approx(5e9 * 8 / 0.1e9 / 3600)
+    # Written as WebDataset tars, a sample's headers and uncompressed JSON take more.
+    tars = write_manifest(
+        tmp_path,
+        path.read_text(encoding="utf-8") + "output:\n  format: webdataset\n",
+    )
+    [written] = [s for s in run_estimate(tars, workers=4).stages if s.stage == "write"]
+    assert written.output_bytes == wit.kept * 3_500
 
 
 def test_a_crawl_of_a_limited_number_of_pages(tmp_path):
