@@ -2,7 +2,8 @@
 
 read each source → translate English captions → clean captions → language ID → fetch, verify,
 hash and store images → drop duplicates and placeholders → write shards, card and stats. Every
-stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats`. Clocks beside
+stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats` (and, with
+`output.rejected`, in the writer's `rejected/` shards). Clocks beside
 each stage (`pipeline.timings`) give stats.json its `timings`. Image bytes never
 travel in the graph: the images stage writes them to an `ImageStore` and the writer reads them
 back by reference.
@@ -180,7 +181,10 @@ def build_pipeline(
         "dedupe",
         WRITE,
     )
-    return (pairs, stats, kept_count, timings) | "WriteDataset" >> WriteDataset(
+    written = (pairs, stats, kept_count, timings)
+    if manifest.output.rejected is not False:  # the drops, as rows of DIR/rejected/
+        written += (dropped,)
+    return written | "WriteDataset" >> WriteDataset(
         output_dir,
         rows_per_shard=manifest.output.rows_per_shard,
         name=manifest.name,
@@ -191,4 +195,5 @@ def build_pipeline(
         staging=staging,
         store=store,
         timings_order=order,
+        rejected=manifest.output.rejected,
     )

@@ -155,6 +155,9 @@ class DedupeConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     rows_per_shard: int = 10000
+    # The dropped records, written to DIR/rejected/ (`pipeline.rejected`): false (none), true
+    # (all), or N: at most N per (source, reason), the first by their sort key.
+    rejected: int | bool = False
 
 
 def images_thumb_width(images: ImagesConfig) -> int | None:

@@ -305,6 +305,11 @@ def _check_sections(m: Manifest) -> None:
     _check(0 <= m.dedupe.max_hamming <= 64, "dedupe.max_hamming", "must be in [0, 64]")
     _check(m.dedupe.placeholder_min_urls >= 2, "dedupe.placeholder_min_urls", "must be >= 2")
     _check(m.output.rows_per_shard > 0, "output.rows_per_shard", "must be positive")
+    _check(
+        isinstance(m.output.rejected, bool) or m.output.rejected > 0,
+        "output.rejected",
+        "true, false, or a positive number of rows per reason per source",
+    )
     problems.check()
 
 

@@ -19,6 +19,11 @@ have no folder rename: there each new shard is moved in, then the old shards tha
 new set are deleted, then the card and stats. Staging folders of killed runs are removed by the
 next run's commit. The run's image store lives in its staging folder too (unless it is the
 image cache) and goes with it.
+
+With `output.rejected`, the dropped records' shards (`pipeline.rejected`) are staged in
+`rejected/` and swapped in the same way, just after `data/`; a run without it removes the
+rejected shards of the output it replaces (those names only: anything else in `rejected/` is
+the user's), so the folder never holds rows of another run.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import progress
+from pipeline import rejected as rejected_rows
 from pipeline.files import join, replacing, write_bytes, write_table
 from pipeline.records import COLUMN_DOCS, SCHEMA, Pair, decode_pair, encode_pair, to_row
 from pipeline.store import ImageStore, PackReader
@@ -160,6 +166,7 @@ def dataset_card(
     manifest_text: str | None,
     content_fingerprint: str,
     translation_model: str | None = None,
+    rejected: bool = False,
 ) -> str:
     """The `README.md` of the output: a YAML header `datasets` reads, then what the data is.
 
@@ -167,7 +174,8 @@ def dataset_card(
     `manifest`), which `pipeline.report` reads back; the body repeats them for people.
     `datasets` caches a local folder under a hash of the card's `dataset_info` and not of the
     data (two builds into folders of the same name share a cache entry), so the description
-    carries a fingerprint of the shards' contents.
+    carries a fingerprint of the shards' contents. `rejected`: the output has rejected rows,
+    read as the `rejected` config (`default` stays the kept pairs alone).
     """
     header = {
         "pretty_name": name,
@@ -178,7 +186,8 @@ def dataset_card(
             {
                 "config_name": "default",
                 "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-*.parquet"}],
-            }
+            },
+            *([rejected_rows.CONFIG] if rejected else []),
         ],
         "dataset_info": {
             "description": f"arabic-pairs build, content fingerprint {content_fingerprint}",
@@ -237,24 +246,24 @@ def is_shard(name: str) -> bool:
     return SHARD_NAME.fullmatch(name) is not None
 
 
-def commit(output_dir: str, staging: str, shard_names: list[str]) -> None:
-    """Swap the output staged in `staging` (`data/` with `shard_names`, the card, the stats)
-    into `output_dir`, then remove the shards of the earlier output and the staging folders of
-    killed runs. Running it again after it finished changes nothing (a retried bundle)."""
+def commit(
+    output_dir: str,
+    staging: str,
+    shard_names: list[str],
+    rejected_names: list[str] | None = None,
+) -> None:
+    """Swap the output staged in `staging` (`data/` with `shard_names`, `rejected/` with
+    `rejected_names` when the run wrote rejected rows, the card, the stats) into `output_dir`,
+    then remove the shards of the earlier output and the staging folders of killed runs.
+    Running it again after it finished changes nothing (a retried bundle)."""
     if "://" in output_dir:
-        _commit_by_file(output_dir, staging, shard_names)
+        _commit_by_file(output_dir, staging, shard_names, rejected_names)
         return
-    staged, data = os.path.join(staging, DATA_DIR), os.path.join(output_dir, DATA_DIR)
-    if os.path.isdir(staged):  # not swapped in yet
-        replaced = os.path.join(staging, "replaced")
-        if os.path.isdir(data):
-            os.rename(data, replaced)
-        os.rename(staged, data)
-        # What else was kept in data/ (not ours) stays there.
-        if os.path.isdir(replaced):
-            for name in os.listdir(replaced):
-                if not is_shard(name):
-                    os.rename(os.path.join(replaced, name), os.path.join(data, name))
+    _swap_folder(output_dir, staging, DATA_DIR, is_shard)
+    if rejected_names is None:
+        _remove_shards(os.path.join(output_dir, rejected_rows.REJECTED_DIR))
+    else:
+        _swap_folder(output_dir, staging, rejected_rows.REJECTED_DIR, rejected_rows.is_shard)
     for name in COMMITTED_FILES:
         if os.path.exists(os.path.join(staging, name)):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
@@ -263,20 +272,62 @@ def commit(output_dir: str, staging: str, shard_names: list[str]) -> None:
             shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
 
 
-def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> None:
-    staged = [join(staging, DATA_DIR, name) for name in shard_names]
-    present = [path for path in staged if FileSystems.exists(path)]
-    FileSystems.rename(
-        present, [join(output_dir, DATA_DIR, posixpath.basename(p)) for p in present]
-    )
-    pattern = join(output_dir, DATA_DIR, "train-*.parquet")
+def _swap_folder(output_dir: str, staging: str, folder: str, ours) -> None:
+    """`staging/folder` in place of `output_dir/folder` by two renames (the old one aside into
+    the staging folder, the new one in: a reader sees either, each whole); what the old one
+    held that is not `ours(name)` moves into the new one. Nothing when swapped in already."""
+    staged, target = os.path.join(staging, folder), os.path.join(output_dir, folder)
+    if not os.path.isdir(staged):
+        return
+    replaced = os.path.join(staging, f"replaced-{folder}")
+    if os.path.isdir(target):
+        os.rename(target, replaced)
+    os.rename(staged, target)
+    if os.path.isdir(replaced):
+        for name in os.listdir(replaced):
+            if not ours(name):
+                os.rename(os.path.join(replaced, name), os.path.join(target, name))
+
+
+def _remove_shards(folder: str) -> None:
+    """The rejected shards an earlier run left in `folder`, and the folder once empty."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if rejected_rows.is_shard(name):
+            os.remove(os.path.join(folder, name))
+    if not os.listdir(folder):
+        os.rmdir(folder)
+
+
+def _move_shards(output_dir: str, staging: str, folder: str, names: list[str], ours) -> None:
+    """File by file: the staged shards `names` of `folder` moved in, then the shards there that
+    are `ours(name)` but not among `names` deleted."""
+    present = [p for p in (join(staging, folder, n) for n in names) if FileSystems.exists(p)]
+    if present:
+        FileSystems.rename(
+            present, [join(output_dir, folder, posixpath.basename(p)) for p in present]
+        )
     old = [
         m.path
-        for m in FileSystems.match([pattern])[0].metadata_list
-        if is_shard(posixpath.basename(m.path)) and posixpath.basename(m.path) not in shard_names
+        for m in FileSystems.match([join(output_dir, folder, "*")])[0].metadata_list
+        if ours(posixpath.basename(m.path)) and posixpath.basename(m.path) not in names
     ]
     if old:
         FileSystems.delete(old)
+
+
+def _commit_by_file(
+    output_dir: str, staging: str, shard_names: list[str], rejected_names: list[str] | None = None
+) -> None:
+    _move_shards(output_dir, staging, DATA_DIR, shard_names, is_shard)
+    _move_shards(
+        output_dir,
+        staging,
+        rejected_rows.REJECTED_DIR,
+        rejected_names or [],
+        rejected_rows.is_shard,
+    )
     for name in COMMITTED_FILES:
         source, target = join(staging, name), join(output_dir, name)
         if FileSystems.exists(source):
@@ -332,6 +383,7 @@ class _WriteCardAndStats(beam.DoFn):
         manifest_text: str | None,
         translation_model: str | None,
         timings_order: Sequence[str] = (),
+        all_rejected: bool = False,
     ):
         self._output_dir = output_dir
         self._staging = staging
@@ -339,35 +391,51 @@ class _WriteCardAndStats(beam.DoFn):
         self._manifest_text = manifest_text
         self._translation_model = translation_model
         self._timings_order = tuple(timings_order)
+        self._all_rejected = all_rejected
 
-    def process(self, stats, shards, clocks=None):
+    def process(self, stats, shards, clocks=None, rejected=None):
         if clocks is not None:
             stats = {**stats, TIMINGS: build_timings(clocks, self._timings_order)}
         written = sum(n for _, n, _ in shards)
         if written != stats["kept"]:
             raise RuntimeError(f"wrote {written} rows but counted {stats['kept']} kept pairs")
+        rejected_shards = [(p, n, digest) for p, n, digest, _ in rejected or ()]
+        if self._all_rejected:
+            records = sum(r for *_, r in rejected)
+            dropped = sum(sum(s["dropped"].values()) for s in stats["sources"].values())
+            if records != dropped:
+                raise RuntimeError(f"wrote {records} rejected records but counted {dropped}")
         card = dataset_card(
             self._name,
             stats,
             hf_features(),
             self._manifest_text,
-            fingerprint(shards),
+            fingerprint(shards + rejected_shards),
             self._translation_model,
+            # `datasets` refuses a config of zero rows: one empty rejected shard is not one.
+            rejected=any(n for _, n, _ in rejected_shards),
         )
         write_bytes(join(self._staging, "README.md"), card.encode("utf-8"))
         text = json.dumps(stats, ensure_ascii=False, indent=2) + "\n"
         write_bytes(join(self._staging, "stats.json"), text.encode("utf-8"))
-        commit(self._output_dir, self._staging, [posixpath.basename(p) for p, _, _ in shards])
+        commit(
+            self._output_dir,
+            self._staging,
+            [posixpath.basename(p) for p, _, _ in shards],
+            None if rejected is None else [posixpath.basename(p) for p, _, _ in rejected_shards],
+        )
         yield stats
 
 
 class WriteDataset(beam.PTransform):
-    """`(pairs, stats)`, `(pairs, stats, count)` or `(pairs, stats, count, clocks)` → the output
-    folder; returns the `stats` element once all is written and committed (see the module's
-    docstring). `count`: one element, the number of `pairs`, when known upstream (checked
-    against the rows written; None: counted here). `clocks`: the other stages' `Clock`
-    entries (`pipeline.timings`); with them, stats.json has `timings`, the writer's own
-    (`write`: first shard begun to last shard written) included, stages in `timings_order`.
+    """`(pairs, stats)`, `(pairs, stats, count)`, `(pairs, stats, count, clocks)` or
+    `(pairs, stats, count, clocks, dropped)` → the output folder; returns the `stats` element
+    once all is written and committed (see the module's docstring). `count`: one element, the
+    number of `pairs`, when known upstream (checked against the rows written; None: counted
+    here). `clocks`: the other stages' `Clock` entries (`pipeline.timings`); with them,
+    stats.json has `timings`, the writer's own (`write`: first shard begun to last shard
+    written) included, stages in `timings_order`. `dropped`: every stage's `Drop`s, written to
+    `rejected/` as `rejected` (`output.rejected`: true, or N per source and reason) says.
     `store`: where the pairs' `image_ref`s point (`pipeline.store`). `staging`: the run's
     staging folder (default: a new one); a store in it (all but the image cache) is removed
     with it by the commit."""
@@ -383,6 +451,7 @@ class WriteDataset(beam.PTransform):
         staging: str | None = None,
         store: ImageStore | None = None,
         timings_order: Sequence[str] = (),
+        rejected: bool | int = False,
     ):
         super().__init__()
         self._output_dir = output_dir
@@ -394,10 +463,11 @@ class WriteDataset(beam.PTransform):
         self._staging = staging or staging_dir(output_dir)
         self._store = store
         self._timings_order = tuple(timings_order)
+        self._rejected = rejected
 
     def expand(self, pcolls):
         pairs, stats, *rest = pcolls
-        known, clocks = (rest + [None, None])[:2]
+        known, clocks, dropped = (rest + [None, None, None])[:3]
         per_shard = self._rows_per_shard
         # The number of pairs, given when an earlier stage knows it (DropDuplicates): counting
         # them here would hold every pair until the count is done.
@@ -425,6 +495,14 @@ class WriteDataset(beam.PTransform):
         if clocks is not None:
             every = (clocks, written[WRITE]) | "AllClocks" >> beam.Flatten()
             timed = (beam.pvalue.AsList(every),)
+        rejected = {}
+        if self._rejected is not False:
+            if dropped is None:
+                raise ValueError("rejected rows need the dropped records as the fifth input")
+            rows = dropped | "WriteRejected" >> rejected_rows.WriteRejected(
+                self._staging, rows_per_shard=per_shard, limit=self._rejected
+            )
+            rejected = {"rejected": beam.pvalue.AsList(rows)}
         return stats | "WriteCardAndStats" >> beam.ParDo(
             _WriteCardAndStats(
                 self._output_dir,
@@ -433,7 +511,9 @@ class WriteDataset(beam.PTransform):
                 self._manifest_text,
                 self._translation_model,
                 self._timings_order,
+                all_rejected=self._rejected is True,
             ),
             beam.pvalue.AsList(shards),
             *timed,
+            **rejected,
         )
