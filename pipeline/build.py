@@ -2,7 +2,8 @@
 
 read each source → translate English captions → clean captions → language ID → fetch, verify,
 hash and store images → drop duplicates and placeholders → write shards, card and stats. Every
-stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats`. Clocks beside
+stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats` (and, with
+`output.rejected`, in the writer's `rejected/` shards). Clocks beside
 each stage (`pipeline.timings`) give stats.json its `timings`. Image bytes never
 travel in the graph: the images stage writes them to an `ImageStore` and the writer reads them
 back by reference.
@@ -182,7 +183,10 @@ def build_pipeline(
         "dedupe",
         WRITE,
     )
-    return (pairs, stats, kept_count, timings) | "WriteDataset" >> WriteDataset(
+    written = (pairs, stats, kept_count, timings)
+    if manifest.output.rejected is not False:  # the drops, as rows of DIR/rejected/
+        written += (dropped,)
+    return written | "WriteDataset" >> WriteDataset(
         output_dir,
         rows_per_shard=manifest.output.rows_per_shard,
         name=manifest.name,
@@ -196,4 +200,5 @@ def build_pipeline(
         sources=card_sources(manifest.sources),
         output_format=manifest.output.format,
         image_extension=EXTENSIONS[IMAGE_FORMATS[images.format]] if images.fetch else None,
+        rejected=manifest.output.rejected,
     )

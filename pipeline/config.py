@@ -163,6 +163,9 @@ OUTPUT_FORMATS = (PARQUET, WEBDATASET)
 class OutputConfig:
     rows_per_shard: int = 10000
     format: str = PARQUET  # parquet | webdataset: DIR/data/train-XXXXX-of-NNNNN.parquet or .tar
+    # The dropped records, written to DIR/rejected/ (`pipeline.rejected`): false (none), true
+    # (all), or N: at most N per (source, reason), the first by their sort key.
+    rejected: int | bool = False
 
 
 def images_thumb_width(images: ImagesConfig) -> int | None:

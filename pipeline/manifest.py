@@ -309,6 +309,11 @@ def _check_sections(m: Manifest) -> None:
     _check(
         m.output.format in OUTPUT_FORMATS, "output.format", f"one of {', '.join(OUTPUT_FORMATS)}"
     )
+    _check(
+        isinstance(m.output.rejected, bool) or m.output.rejected > 0,
+        "output.rejected",
+        "true, false, or a positive number of rows per reason per source",
+    )
     problems.check()
 
 

@@ -1,14 +1,14 @@
 """The output folder a run may write into, checked before any work.
 
-A run replaces `README.md` and `stats.json` and the shards of `data/` (and `LICENSE.md` when an
-earlier run wrote it), and removes the shards of the output it replaces (`pipeline.write.commit`).
-So it writes only into a folder that is new, empty, or an earlier output of this pipeline: one whose
-`README.md` is our dataset card, or, when a first run was killed before its commit, one holding
-nothing but what a run writes (staging folders, the translations, shards, and the `cache/` of
-earlier versions). Anything else is the user's, and the run is refused with one line before it reads
-a record. In an earlier output, files that are not ours (`data/notes.txt`,
-`data/train-mine.parquet`) are never deleted or overwritten, and neither is the `cache/` an earlier
-version kept there.
+A run replaces `README.md` and `stats.json` and the shards of `data/` and of `rejected/` (and
+`LICENSE.md` when an earlier run wrote it), and removes the shards of the output it replaces
+(`pipeline.write.commit`). So it writes only into a folder that is new, empty, or an earlier output
+of this pipeline: one whose `README.md` is our dataset card, or, when a first run was killed before
+its commit, one holding nothing but what a run writes (staging folders, the translations, shards,
+and the `cache/` of earlier versions). Anything else is the user's, and the run is refused with one
+line before it reads a record. In an earlier output, files that are not ours (`data/notes.txt`,
+`data/train-mine.parquet`, `rejected/mine.csv`) are never deleted or overwritten, and neither is
+the `cache/` an earlier version kept there.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import rejected
 from pipeline.files import is_remote, join, read_text
 from pipeline.write import (
     CARD_KEY,
@@ -34,6 +35,8 @@ EARLIER_CACHE = "cache"
 # The folders a run writes beside `data/` and its staging folders before its commit: all that a
 # killed first run can leave. A card, stats or report without our card are someone else's.
 LEFT_BY_A_RUN = frozenset({TRANSLATIONS_DIR, EARLIER_CACHE})
+# The folders of shards: only the shards in them are ours (`pipeline.write.commit`).
+SHARD_FOLDERS = {DATA_DIR: is_shard, rejected.REJECTED_DIR: rejected.is_shard}
 
 
 def is_our_card(text: str) -> bool:
@@ -43,14 +46,15 @@ def is_our_card(text: str) -> bool:
 
 
 def _foreign(entries: dict[str, list[str]]) -> list[str]:
-    """The top-level entries (name → the names directly in it, for `data/`) that a run never
-    writes."""
+    """The top-level entries (name → the names directly in it, for the `SHARD_FOLDERS`) that a
+    run never writes."""
     foreign = []
     for name, inside in sorted(entries.items()):
         if name.startswith(STAGING_PREFIX):
             continue
-        if name == DATA_DIR:
-            foreign += [f"{DATA_DIR}/{n}" for n in sorted(inside) if not is_shard(n)]
+        if name in SHARD_FOLDERS:
+            ours = SHARD_FOLDERS[name]
+            foreign += [f"{name}/{n}" for n in sorted(inside) if not ours(n)]
         elif name not in LEFT_BY_A_RUN:
             foreign.append(name)
     return foreign
@@ -60,7 +64,7 @@ def _local_entries(output_dir: str) -> dict[str, list[str]]:
     entries = {}
     for name in os.listdir(output_dir):
         path = os.path.join(output_dir, name)
-        entries[name] = os.listdir(path) if name == DATA_DIR and os.path.isdir(path) else []
+        entries[name] = os.listdir(path) if name in SHARD_FOLDERS and os.path.isdir(path) else []
     return entries
 
 

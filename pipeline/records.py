@@ -63,7 +63,14 @@ class Pair(NamedTuple):
 
 
 class Drop(NamedTuple):
-    """A record that left the pipeline: which source lost it, why, and where it came from."""
+    """A record that left the pipeline: which source lost it, why, and where it came from.
+
+    `stage` is the declaration that dropped it (`Reasons.stage`: a source kind for a reader's
+    drop, `translate`, `clean`, `langid`, `images`, `dedupe`); the readers leave it to
+    `Reasons.checked`. The pair's id, captions and image URL are what `output.rejected` writes
+    (`pipeline.rejected`): a stage's drop has them from its pair (`Reasons.drop`), a reader's
+    where the line gave them; a record that never became a pair has no id.
+    """
 
     source_name: str
     reason: str
@@ -72,6 +79,11 @@ class Drop(NamedTuple):
     detail: str | None = None
     # A reader may count many identical drops at once (WIT's rows of other languages).
     count: int = 1
+    stage: str | None = None
+    pair_id: str | None = None
+    caption_ar: str | None = None
+    caption_en: str | None = None
+    image_url: str | None = None
 
 
 beam.coders.registry.register_coder(Pair, beam.coders.RowCoder)

@@ -1,7 +1,9 @@
 """The report of an output folder: one self-contained HTML page that shows the dataset.
 
 `python -m pipeline report DIR` writes `DIR/report.html`: the accounting of `stats.json` as a
-funnel (read → each drop reason → kept), pairs per source and caption origin, caption lengths,
+funnel (read → each drop reason → kept) with, when the output has `rejected/` shards
+(`output.rejected`), a few rejected records of each reason, pairs per source and caption origin,
+caption lengths,
 the distributions of the score and size columns, a grid of sample pairs per source, the manifest
 and the models named in the dataset card. Everything is inline (plots as SVG data URIs drawn by
 matplotlib, thumbnails as JPEG data URIs, CSS in a `<style>`), so the page opens in any browser
@@ -47,10 +49,12 @@ from pipeline import reasons, tars
 from pipeline.dedupe import DropDuplicates
 from pipeline.files import join, read_text, write_bytes
 from pipeline.records import GENUINE, SCHEMA, TRANSLATED
+from pipeline.rejected import REJECTED_DIR
 from pipeline.stats import check_stats
 from pipeline.write import CARD_KEY, DATA_DIR, REPORT_NAME, SHARD_EXTENSIONS, is_shard
 
 SAMPLES_PER_SOURCE = 8
+REJECTED_PER_REASON = 3  # rejected records shown for each (source, reason)
 THUMBNAIL_SIZE = 192  # longest side of a sample's thumbnail, in pixels
 MAX_BINS = 60
 ORIGIN_COLORS = {GENUINE: "#4c72b0", TRANSLATED: "#dd8452"}
@@ -83,6 +87,19 @@ SAMPLE_COLUMNS = [
     "page_title",
     "license",
     "attribution",
+]
+REJECTED_COLUMNS = [
+    "id",
+    "source_name",
+    "stage",
+    "reason",
+    "detail",
+    "count",
+    "caption_ar",
+    "caption_en",
+    "image_url",
+    "input_file",
+    "input_line",
 ]
 # Drop reasons of the dedupe stage (its declaration, but its catch-all).
 DEDUPE_REASONS = tuple(r for r in DropDuplicates.REASONS if r != DropDuplicates.REASONS.catch_all)
@@ -122,6 +139,9 @@ class OutputData:
     # The sample pairs of each source (first `n` by id), as `SAMPLE_COLUMNS` dicts.
     samples: dict[str, list[dict]] = field(default_factory=dict)
     shards: int = 0
+    # The first rejected records of each (source name, reason), as `REJECTED_COLUMNS` dicts;
+    # None when the output has no `rejected/` shards.
+    rejected: dict[tuple[str, str], list[dict]] | None = None
 
 
 def parse_card(text: str) -> Card:
@@ -174,6 +194,33 @@ def _plot_columns(table: pa.Table) -> pa.Table:
     )
 
 
+def _example_order(row: dict) -> tuple:
+    # The writer's order (pipeline.rejected.sort_key): a reader's drops (no id) first, then by
+    # id, file and line; a missing value before any other.
+    return tuple(
+        (0, "") if row[k] is None else (1, row[k]) for k in ("id", "input_file", "input_line")
+    ) + ((row["detail"] or ""),)
+
+
+def read_rejected(
+    output_dir: str, per_reason: int = REJECTED_PER_REASON
+) -> dict[tuple[str, str], list[dict]] | None:
+    """The first `per_reason` rejected records of each (source name, reason) in the
+    `rejected/` shards of `output_dir`, or None when it has none. Read a shard at a time,
+    keeping only the examples so far."""
+    pattern = join(output_dir, REJECTED_DIR, "rejected-*.parquet")
+    paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    if not paths:
+        return None
+    examples: dict[tuple[str, str], list[dict]] = {}
+    for path in paths:
+        for row in _read_columns(path, REJECTED_COLUMNS).to_pylist():
+            examples.setdefault((row["source_name"], row["reason"]), []).append(row)
+        for key, rows in examples.items():
+            examples[key] = sorted(rows, key=_example_order)[:per_reason]
+    return examples
+
+
 def read_output(output_dir: str, samples_per_source: int = SAMPLES_PER_SOURCE) -> OutputData:
     """Reads `stats.json`, the card and the shards of `output_dir` (local or a Beam URL).
 
@@ -212,7 +259,8 @@ def read_output(output_dir: str, samples_per_source: int = SAMPLES_PER_SOURCE) -
         table = table.filter(pc.is_in(table["id"], pa.array(sorted(ids))))
         found.update(((row["source_name"], row["id"]), row) for row in table.to_pylist())
     samples = {name: [found[name, i] for i, _ in picks] for name, picks in chosen.items()}
-    return OutputData(output_dir, stats, card, rows, samples, len(paths))
+    rejected = read_rejected(output_dir)
+    return OutputData(output_dir, stats, card, rows, samples, len(paths), rejected)
 
 
 # ---------------------------------------------------------------------------- plots
@@ -491,7 +539,48 @@ def section_header(data: OutputData) -> str:
     )
 
 
-def section_funnel(stats: dict) -> str:
+def rejected_examples(stats: dict, examples: dict[tuple[str, str], list[dict]] | None) -> str:
+    """A few rejected records of each reason of each source (caption, detail, image URL and
+    where it was read), beside the funnel; nothing when the output has no `rejected/`."""
+    if examples is None:
+        return ""
+    parts = []
+    for name, s in stats["sources"].items():
+        rows = []
+        for reason, _, _ in funnel_steps(s)[1:-1]:
+            for row in examples.get((name, reason), []):
+                captions = "".join(
+                    f'<p class="{cls}" dir="{d}" lang="{cls}">{esc(row[col])}</p>'
+                    for col, cls, d in (("caption_ar", "ar", "rtl"), ("caption_en", "en", "ltr"))
+                    if row[col]
+                )
+                where = row["input_file"].rsplit("/", 1)[-1] if row["input_file"] else ""
+                if row["input_line"] is not None:
+                    where += f":{row['input_line']}"
+                count = f" ×{row['count']}" if row["count"] != 1 else ""
+                image = _link(row["image_url"]) if row["image_url"] else ""
+                rows.append(
+                    f'<tr data-reason="{esc(reason)}"><th>{esc(reason)}{count}</th>'
+                    f"<td>{captions}</td><td><bdi>{esc(row['detail'] or '')}</bdi></td>"
+                    f"<td>{image}</td><td><code>{esc(where)}</code></td></tr>"
+                )
+        body = (
+            '<table class="rejected"><thead><tr><th>reason</th><th>caption</th><th>detail</th>'
+            f"<th>image</th><th>read from</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            if rows
+            else '<p class="empty">Nothing rejected.</p>'
+        )
+        parts.append(
+            f'<div class="rejected" data-source="{esc(name)}"><h4>{esc(name)}</h4>{body}</div>'
+        )
+    return (
+        f"<h3>Rejected records</h3><p>The first {REJECTED_PER_REASON} records of each reason "
+        "in <code>rejected/</code> (written with <code>output.rejected</code>; a reader's drops "
+        "by file and line, pairs by id).</p>" + "".join(parts)
+    )
+
+
+def section_funnel(stats: dict, examples: dict[tuple[str, str], list[dict]] | None = None) -> str:
     tables = []
     for name, s in stats["sources"].items():
         rows = [f"<tr><th>read</th>{_stat(f'{name}.read', s['read'])}</tr>"]
@@ -516,7 +605,8 @@ def section_funnel(stats: dict) -> str:
         "(<code>stats.json</code>); reasons are listed largest first, each explained on hover "
         "(the README's table of drop reasons).</p>"
         f"{_img(plot_funnel(stats), 'funnel per source')}"
-        f'<div class="tables">{"".join(tables)}</div>{timings_table(stats)}</section>'
+        f'<div class="tables">{"".join(tables)}</div>{rejected_examples(stats, examples)}'
+        f"{timings_table(stats)}</section>"
     )
 
 
@@ -778,6 +868,8 @@ figure.sample { margin: 0; border: 1px solid #ddd; border-radius: 6px; padding: 
 .en { color: #555; margin: .2em 0 .4em; }
 dl { display: grid; grid-template-columns: auto 1fr; gap: 0 8px; margin: 0; color: #444; }
 dt { color: #888; } dd { margin: 0; }
+table.rejected td { max-width: 28em; overflow-wrap: anywhere; vertical-align: top; }
+table.rejected .ar { font-size: 15px; }
 pre.manifest { background: #f4f4f4; padding: 1em; overflow-x: auto; font-size: 13px; }
 """.replace("ARABIC_FONTS", ARABIC_FONTS)
 
@@ -801,7 +893,7 @@ def render_report(data: OutputData, samples_per_source: int = SAMPLES_PER_SOURCE
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} – report</title><style>{CSS}</style></head><body>"
         f"{section_header(data)}<nav>{nav}</nav>"
-        f"{section_funnel(data.stats)}"
+        f"{section_funnel(data.stats, data.rejected)}"
         f"{section_pairs(data)}"
         f"{section_distributions(data, colors)}"
         f"{section_samples(data, samples_per_source)}"

@@ -94,7 +94,18 @@ class Reasons(Mapping[str, str]):
         except UndeclaredReason as err:
             _LOG.error("%s", err)
             reason, detail = self.catch_all, f"{err}: {detail}"[:300]
-        dropped = Drop(pair.source_name, reason, pair.input_file, pair.input_line, detail)
+        dropped = Drop(
+            pair.source_name,
+            reason,
+            pair.input_file,
+            pair.input_line,
+            detail,
+            stage=self.stage,
+            pair_id=pair.id,
+            caption_ar=pair.caption_ar or None,
+            caption_en=pair.caption_en,
+            image_url=pair.image_url,
+        )
         return self.count(dropped) if count else dropped
 
     def failed(self, pair: Pair, error: BaseException, *, count: bool = True) -> Drop:
@@ -109,12 +120,14 @@ class Reasons(Mapping[str, str]):
 
     def checked(self, dropped: Drop) -> Drop:
         """A reader's `Drop`, counted, as it is when its reason is declared, else under the
-        catch-all (logged, its detail naming the reason): every source's drops pass through
-        this (`pipeline.build`)."""
+        catch-all (logged, its detail naming the reason), its `stage` this declaration's:
+        every source's drops pass through this (`pipeline.build`)."""
         if self.declared(dropped.reason) is None:
             _LOG.error("%s: drop reason %r is not declared", self.stage, dropped.reason)
             detail = f"undeclared {dropped.reason}: {dropped.detail}"[:300]
             dropped = dropped._replace(reason=self.catch_all, detail=detail)
+        if dropped.stage is None:
+            dropped = dropped._replace(stage=self.stage)
         return self.count(dropped)
 
 

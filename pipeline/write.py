@@ -20,6 +20,11 @@ have no folder rename: there each new shard is moved in, then the old shards tha
 new set are deleted, then the card and stats. Staging folders of killed runs are removed by the
 next run's commit. The run's image store lives in its staging folder too (unless it is the
 image cache) and goes with it.
+
+With `output.rejected`, the dropped records' shards (`pipeline.rejected`) are staged in
+`rejected/` and swapped in the same way, just after `data/`; a run without it removes the
+rejected shards of the output it replaces (those names only: anything else in `rejected/` is
+the user's), so the folder never holds rows of another run.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import progress, tars
+from pipeline import rejected as rejected_rows
 from pipeline.card import (
     LICENCE_NAME,
     CardSource,
@@ -179,6 +185,7 @@ def dataset_card(
     sources: Sequence[CardSource] = (),
     output_format: str = PARQUET,
     shard_total: int = 1,
+    rejected: bool = False,
 ) -> str:
     """The `README.md` of the output: a YAML header `datasets` and the Hub read, then what the
     data is, how to load it, its licences and what to cite.
@@ -193,6 +200,8 @@ def dataset_card(
     data (two builds into folders of the same name share a cache entry), so the description
     carries a fingerprint of the shards' contents. `output_format` names the shards' extension
     (`features` must be that format's: `hf_features`, `pipeline.tars.hf_features`).
+    `rejected`: the output has rejected rows, read as the `rejected` config (`default` stays the
+    kept pairs alone; `dataset_info` describes it).
     """
     sources = tuple(sources) or sources_of_stats(stats)
     shards = f"{DATA_DIR}/train-*.{SHARD_EXTENSIONS[output_format]}"
@@ -203,9 +212,11 @@ def dataset_card(
             {
                 "config_name": "default",
                 "data_files": [{"split": "train", "path": shards}],
-            }
+            },
+            *([rejected_rows.CONFIG] if rejected else []),
         ],
         "dataset_info": {
+            "config_name": "default",
             "description": f"arabic-pairs build, content fingerprint {content_fingerprint}",
             "features": features._to_yaml_list(),
         },
@@ -306,24 +317,24 @@ def is_shard(name: str) -> bool:
     return SHARD_NAME.fullmatch(name) is not None
 
 
-def commit(output_dir: str, staging: str, shard_names: list[str]) -> None:
-    """Swap the output staged in `staging` (`data/` with `shard_names`, the card, the stats)
-    into `output_dir`, then remove the shards of the earlier output and the staging folders of
-    killed runs. Running it again after it finished changes nothing (a retried bundle)."""
+def commit(
+    output_dir: str,
+    staging: str,
+    shard_names: list[str],
+    rejected_names: list[str] | None = None,
+) -> None:
+    """Swap the output staged in `staging` (`data/` with `shard_names`, `rejected/` with
+    `rejected_names` when the run wrote rejected rows, the card, the stats) into `output_dir`,
+    then remove the shards of the earlier output and the staging folders of killed runs.
+    Running it again after it finished changes nothing (a retried bundle)."""
     if "://" in output_dir:
-        _commit_by_file(output_dir, staging, shard_names)
+        _commit_by_file(output_dir, staging, shard_names, rejected_names)
         return
-    staged, data = os.path.join(staging, DATA_DIR), os.path.join(output_dir, DATA_DIR)
-    if os.path.isdir(staged):  # not swapped in yet
-        replaced = os.path.join(staging, "replaced")
-        if os.path.isdir(data):
-            os.rename(data, replaced)
-        os.rename(staged, data)
-        # What else was kept in data/ (not ours) stays there.
-        if os.path.isdir(replaced):
-            for name in os.listdir(replaced):
-                if not is_shard(name):
-                    os.rename(os.path.join(replaced, name), os.path.join(data, name))
+    _swap_folder(output_dir, staging, DATA_DIR, is_shard)
+    if rejected_names is None:
+        _remove_shards(os.path.join(output_dir, rejected_rows.REJECTED_DIR))
+    else:
+        _swap_folder(output_dir, staging, rejected_rows.REJECTED_DIR, rejected_rows.is_shard)
     for name in COMMITTED_FILES:
         if os.path.exists(os.path.join(staging, name)) and _ours_to_replace(output_dir, name):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
@@ -342,20 +353,62 @@ def _ours_to_replace(output_dir: str, name: str) -> bool:
     return text is None or is_our_licence(text)
 
 
-def _commit_by_file(output_dir: str, staging: str, shard_names: list[str]) -> None:
-    staged = [join(staging, DATA_DIR, name) for name in shard_names]
-    present = [path for path in staged if FileSystems.exists(path)]
-    FileSystems.rename(
-        present, [join(output_dir, DATA_DIR, posixpath.basename(p)) for p in present]
-    )
-    pattern = join(output_dir, DATA_DIR, "train-*")
+def _swap_folder(output_dir: str, staging: str, folder: str, ours) -> None:
+    """`staging/folder` in place of `output_dir/folder` by two renames (the old one aside into
+    the staging folder, the new one in: a reader sees either, each whole); what the old one
+    held that is not `ours(name)` moves into the new one. Nothing when swapped in already."""
+    staged, target = os.path.join(staging, folder), os.path.join(output_dir, folder)
+    if not os.path.isdir(staged):
+        return
+    replaced = os.path.join(staging, f"replaced-{folder}")
+    if os.path.isdir(target):
+        os.rename(target, replaced)
+    os.rename(staged, target)
+    if os.path.isdir(replaced):
+        for name in os.listdir(replaced):
+            if not ours(name):
+                os.rename(os.path.join(replaced, name), os.path.join(target, name))
+
+
+def _remove_shards(folder: str) -> None:
+    """The rejected shards an earlier run left in `folder`, and the folder once empty."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if rejected_rows.is_shard(name):
+            os.remove(os.path.join(folder, name))
+    if not os.listdir(folder):
+        os.rmdir(folder)
+
+
+def _move_shards(output_dir: str, staging: str, folder: str, names: list[str], ours) -> None:
+    """File by file: the staged shards `names` of `folder` moved in, then the shards there that
+    are `ours(name)` but not among `names` deleted."""
+    present = [p for p in (join(staging, folder, n) for n in names) if FileSystems.exists(p)]
+    if present:
+        FileSystems.rename(
+            present, [join(output_dir, folder, posixpath.basename(p)) for p in present]
+        )
     old = [
         m.path
-        for m in FileSystems.match([pattern])[0].metadata_list
-        if is_shard(posixpath.basename(m.path)) and posixpath.basename(m.path) not in shard_names
+        for m in FileSystems.match([join(output_dir, folder, "*")])[0].metadata_list
+        if ours(posixpath.basename(m.path)) and posixpath.basename(m.path) not in names
     ]
     if old:
         FileSystems.delete(old)
+
+
+def _commit_by_file(
+    output_dir: str, staging: str, shard_names: list[str], rejected_names: list[str] | None = None
+) -> None:
+    _move_shards(output_dir, staging, DATA_DIR, shard_names, is_shard)
+    _move_shards(
+        output_dir,
+        staging,
+        rejected_rows.REJECTED_DIR,
+        rejected_names or [],
+        rejected_rows.is_shard,
+    )
     for name in COMMITTED_FILES:
         source, target = join(staging, name), join(output_dir, name)
         if FileSystems.exists(source) and _ours_to_replace(output_dir, name):
@@ -420,6 +473,7 @@ class _WriteCardAndStats(beam.DoFn):
         sources: Sequence[CardSource] = (),
         output_format: str = PARQUET,
         image_extension: str | None = None,
+        all_rejected: bool = False,
     ):
         self._output_dir = output_dir
         self._staging = staging
@@ -430,13 +484,20 @@ class _WriteCardAndStats(beam.DoFn):
         self._sources = tuple(sources)
         self._format = output_format
         self._image_extension = image_extension
+        self._all_rejected = all_rejected
 
-    def process(self, stats, shards, clocks=None):
+    def process(self, stats, shards, clocks=None, rejected=None):
         if clocks is not None:
             stats = {**stats, TIMINGS: build_timings(clocks, self._timings_order)}
         written = sum(n for _, n, _ in shards)
         if written != stats["kept"]:
             raise RuntimeError(f"wrote {written} rows but counted {stats['kept']} kept pairs")
+        rejected_shards = [(p, n, digest) for p, n, digest, _ in rejected or ()]
+        if self._all_rejected:
+            records = sum(r for *_, r in rejected)
+            dropped = sum(sum(s["dropped"].values()) for s in stats["sources"].values())
+            if records != dropped:
+                raise RuntimeError(f"wrote {records} rejected records but counted {dropped}")
         features = (
             tars.hf_features(self._image_extension) if self._format == WEBDATASET else hf_features()
         )
@@ -445,11 +506,13 @@ class _WriteCardAndStats(beam.DoFn):
             stats,
             features,
             self._manifest_text,
-            fingerprint(shards),
+            fingerprint(shards + rejected_shards),
             self._translation_model,
             self._sources,
             self._format,
             len(shards),
+            # `datasets` refuses a config of zero rows: one empty rejected shard is not one.
+            rejected=any(n for _, n, _ in rejected_shards),
         )
         write_bytes(join(self._staging, "README.md"), card.encode("utf-8"))
         sources = self._sources or sources_of_stats(stats)
@@ -457,7 +520,12 @@ class _WriteCardAndStats(beam.DoFn):
         write_bytes(join(self._staging, LICENCE_NAME), licence.encode("utf-8"))
         text = json.dumps(stats, ensure_ascii=False, indent=2) + "\n"
         write_bytes(join(self._staging, "stats.json"), text.encode("utf-8"))
-        commit(self._output_dir, self._staging, [posixpath.basename(p) for p, _, _ in shards])
+        commit(
+            self._output_dir,
+            self._staging,
+            [posixpath.basename(p) for p, _, _ in shards],
+            None if rejected is None else [posixpath.basename(p) for p, _, _ in rejected_shards],
+        )
         yield stats
 
 
@@ -475,6 +543,18 @@ class WriteDataset(beam.PTransform):
     `pipeline.tars`); `image_extension`: the extension of the stored images (`jpg`), None when none
     are fetched, which names the image feature of a webdataset output's card."""
 
+    """`(pairs, stats)`, `(pairs, stats, count)`, `(pairs, stats, count, clocks)` or
+    `(pairs, stats, count, clocks, dropped)` → the output folder; returns the `stats` element
+    once all is written and committed (see the module's docstring). `count`: one element, the
+    number of `pairs`, when known upstream (checked against the rows written; None: counted
+    here). `clocks`: the other stages' `Clock` entries (`pipeline.timings`); with them,
+    stats.json has `timings`, the writer's own (`write`: first shard begun to last shard
+    written) included, stages in `timings_order`. `dropped`: every stage's `Drop`s, written to
+    `rejected/` as `rejected` (`output.rejected`: true, or N per source and reason) says.
+    `store`: where the pairs' `image_ref`s point (`pipeline.store`). `staging`: the run's
+    staging folder (default: a new one); a store in it (all but the image cache) is removed
+    with it by the commit."""
+
     def __init__(
         self,
         output_dir: str,
@@ -489,6 +569,7 @@ class WriteDataset(beam.PTransform):
         sources: Sequence[CardSource] = (),
         output_format: str = PARQUET,
         image_extension: str | None = None,
+        rejected: bool | int = False,
     ):
         super().__init__()
         self._output_dir = output_dir
@@ -503,10 +584,11 @@ class WriteDataset(beam.PTransform):
         self._sources = tuple(sources)
         self._format = output_format
         self._image_extension = image_extension
+        self._rejected = rejected
 
     def expand(self, pcolls):
         pairs, stats, *rest = pcolls
-        known, clocks = (rest + [None, None])[:2]
+        known, clocks, dropped = (rest + [None, None, None])[:3]
         per_shard = self._rows_per_shard
         # The number of pairs, given when an earlier stage knows it (DropDuplicates): counting
         # them here would hold every pair until the count is done.
@@ -534,6 +616,14 @@ class WriteDataset(beam.PTransform):
         if clocks is not None:
             every = (clocks, written[WRITE]) | "AllClocks" >> beam.Flatten()
             timed = (beam.pvalue.AsList(every),)
+        rejected = {}
+        if self._rejected is not False:
+            if dropped is None:
+                raise ValueError("rejected rows need the dropped records as the fifth input")
+            rows = dropped | "WriteRejected" >> rejected_rows.WriteRejected(
+                self._staging, rows_per_shard=per_shard, limit=self._rejected
+            )
+            rejected = {"rejected": beam.pvalue.AsList(rows)}
         return stats | "WriteCardAndStats" >> beam.ParDo(
             _WriteCardAndStats(
                 self._output_dir,
@@ -545,7 +635,9 @@ class WriteDataset(beam.PTransform):
                 self._sources,
                 self._format,
                 self._image_extension,
+                all_rejected=self._rejected is True,
             ),
             beam.pvalue.AsList(shards),
             *timed,
+            **rejected,
         )

@@ -136,6 +136,7 @@ class _Apply(beam.DoFn):
     def process(self, grouped):
         en, found = grouped
         translations, failures = list(found["translation"]), list(found["failure"])
+        translated = {}
         if translations:
             t = translations[0]
             reason = quality_problem(en, t.ar, t.score, self._config)
@@ -144,10 +145,13 @@ class _Apply(beam.DoFn):
                     yield pair._replace(caption_ar=t.ar, translation_score=t.score)
                 return
             detail = f"score={t.score} ar={t.ar[:120]!r}"
+            # The translation that failed travels with the drop: a rejected row shows it.
+            translated = {"caption_ar": t.ar}
         else:
             reason, detail = failures[0] if failures else ("translation_error", "none came back")
         for pair in found["pairs"]:
-            yield beam.pvalue.TaggedOutput(DROPPED, REASONS.drop(pair, reason, detail))
+            rejected = pair._replace(**translated)
+            yield beam.pvalue.TaggedOutput(DROPPED, REASONS.drop(rejected, reason, detail))
 
 
 class TranslateCaptions(Step):

@@ -166,17 +166,20 @@ def parse_annotation(
     image_id = annotation.get("image_id")
     image = images.get(str(image_id))
     if image is None:
-        return Drop(source.name, "unknown_image", path, index, str(image_id)[:100])
+        detail = str(image_id)[:100]
+        return Drop(source.name, "unknown_image", path, index, detail, caption_en=caption)
     file_name = str(image.get("file_name") or "").strip()
     url = local_path = None
     if source.image_root is not None:
         if not file_name or image_names is None or file_name not in image_names:
-            return Drop(source.name, "missing_image_file", path, index, file_name or None)
+            detail = file_name or None
+            return Drop(source.name, "missing_image_file", path, index, detail, caption_en=caption)
         local_path = FileSystems.join(source.image_root, file_name)
     else:
         url = image_url(image, path)
         if url is None:
-            return Drop(source.name, "no_image_url", path, index, file_name or None)
+            detail = file_name or None
+            return Drop(source.name, "no_image_url", path, index, detail, caption_en=caption)
     key = f"{image_id}:{annotation['id']}"
     return Pair(
         id=pair_id(source.kind, key, caption),

@@ -65,9 +65,9 @@ def parse_line(raw: bytes, source: ConceptualCaptionsSource, path: str, line: in
     caption = normalize_english(fields[0])
     url = fields[1].strip()
     if not caption:
-        return Drop(source.name, "empty_caption", path, line)
+        return Drop(source.name, "empty_caption", path, line, image_url=url or None)
     if not url.lower().startswith(("http://", "https://")):
-        return Drop(source.name, "no_image_url", path, line, url[:200] or None)
+        return Drop(source.name, "no_image_url", path, line, url[:200] or None, caption_en=caption)
     return Pair(
         id=pair_id(source.kind, url, caption),
         source=source.kind,

@@ -158,13 +158,18 @@ def storable(record: Pair | Drop) -> Pair | Drop:
     if isinstance(record, Pair):
         for name, value in zip(record._fields, record, strict=True):
             if isinstance(value, str) and has_lone_surrogate(value):
-                return Drop(
+                dropped = Drop(
                     record.source_name,
                     "invalid_utf8",
-                    _escaped(record.input_file),
+                    record.input_file,
                     record.input_line,
                     f"a lone surrogate in {name}",
+                    pair_id=record.id,
+                    caption_ar=record.caption_ar or None,
+                    caption_en=record.caption_en,
+                    image_url=record.image_url,
                 )
+                return storable(dropped)
         return record
     escaped = {
         name: _escaped(value)

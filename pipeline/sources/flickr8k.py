@@ -84,7 +84,7 @@ def parse_line(
         return Drop(source.name, "empty_caption", path, line)
     name = parts[0]
     if name not in image_names:
-        return Drop(source.name, "missing_image_file", path, line, name)
+        return Drop(source.name, "missing_image_file", path, line, name, caption_en=caption)
     return Pair(
         id=pair_id(source.kind, key, caption),
         source=source.kind,

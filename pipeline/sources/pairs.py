@@ -163,21 +163,23 @@ def row_record(
     raw_caption = values["caption"] or ""
     english = source.language == "en"
     caption = normalize_english(raw_caption) if english else normalize_caption(raw_caption)
-    if not caption:
-        return Drop(source.name, "empty_caption", path, line)
     url = (values.get("url") or "").strip()
+    if not caption:
+        return Drop(source.name, "empty_caption", path, line, image_url=url or None)
+    # What a rejected row shows of a row dropped for its image (`output.rejected`).
+    shown = {"caption_en": caption} if english else {"caption_ar": caption}
     relative = (values.get("path") or "").strip()
     local_path = None
     if relative:
         safe = safe_relative(relative)
         if safe is None:
-            return Drop(source.name, "unsafe_image_path", path, line, relative[:200])
+            return Drop(source.name, "unsafe_image_path", path, line, relative[:200], **shown)
         if image_names is None or safe not in image_names:
-            return Drop(source.name, "missing_image_file", path, line, safe[:200])
+            return Drop(source.name, "missing_image_file", path, line, safe[:200], **shown)
         local_path = FileSystems.join(source.image_root, *safe.split("/"))
         url = ""
     elif not url.lower().startswith(("http://", "https://")):
-        return Drop(source.name, "no_image_url", path, line, url[:200] or None)
+        return Drop(source.name, "no_image_url", path, line, url[:200] or None, **shown)
     key = (values.get("id") or "").strip() or url or relative
     return Pair(
         id=pair_id(source.kind, key, caption),

@@ -215,7 +215,7 @@ class FigureResolver:
     def add(self, page: PageRef, figures: Iterable[Figure]) -> Iterator[Pair | Drop]:
         for figure in figures:
             if figure.reason is not None:
-                yield self._drop(page, figure.reason, figure.file)
+                yield self._drop(page, figure.reason, figure.file, figure)
             elif self._client is None:
                 yield self._pair(page, figure, None)
             elif figure.file in self._facts:
@@ -235,20 +235,20 @@ class FigureResolver:
             self._facts.update(self._client.file_info(names, thumb_width(self._source)))
         except MediaWikiError as err:
             for page, figure in held:
-                yield self._drop(page, f"fileinfo_{err.reason}", f"{figure.file}: {err}")
+                yield self._drop(page, f"fileinfo_{err.reason}", f"{figure.file}: {err}", figure)
             return
         for page, figure in held:
             yield self._resolved(page, figure, self._facts.get(figure.file))
 
     def _resolved(self, page: PageRef, figure: Figure, facts: FileInfo | None) -> Pair | Drop:
         if facts is None:
-            return self._drop(page, "missing_image_file", figure.file)
+            return self._drop(page, "missing_image_file", figure.file, figure)
         if facts.non_free and not self._source.non_free:
-            return self._drop(page, "non_free", f"{figure.file}: {facts.license}")
+            return self._drop(page, "non_free", f"{figure.file}: {facts.license}", figure)
         if facts.mime == "image/svg+xml" and not facts.thumb_url:
-            return self._drop(page, "svg_original", figure.file)
+            return self._drop(page, "svg_original", figure.file, figure)
         if not facts.mime.startswith("image/"):
-            return self._drop(page, "not_an_image", f"{figure.file}: {facts.mime}")
+            return self._drop(page, "not_an_image", f"{figure.file}: {facts.mime}", figure)
         return self._pair(page, figure, facts)
 
     def _pair(self, page: PageRef, figure: Figure, facts: FileInfo | None) -> Pair:
@@ -275,9 +275,16 @@ class FigureResolver:
             input_line=page.input_line,
         )
 
-    def _drop(self, page: PageRef, reason: str, detail: str | None) -> Drop:
+    def _drop(
+        self, page: PageRef, reason: str, detail: str | None, figure: Figure | None = None
+    ) -> Drop:
+        """The drop of a page's candidate; with the figure, its caption and image as the HTML
+        shows them (what `output.rejected` writes)."""
         where = f"{page.title}: {detail}" if detail else page.title
-        return Drop(self._source.name, reason, page.input_file, page.input_line, where[:300])
+        dropped = Drop(self._source.name, reason, page.input_file, page.input_line, where[:300])
+        if figure is None:
+            return dropped
+        return dropped._replace(caption_ar=figure.caption or None, image_url=figure.src)
 
 
 def _figures_or_drop(

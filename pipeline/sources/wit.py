@@ -444,10 +444,11 @@ def _row_to_pair(row: dict[str, str], source: WitSource, path: str, line: int) -
         image_url = "https:" + image_url
     mime = row.get("mime_type", "")
     if not _is_raster(mime, image_url):
-        return Drop(source.name, "unsupported_mime", path, line, mime[:100] or image_url[-40:])
+        detail = mime[:100] or image_url[-40:]
+        return Drop(source.name, "unsupported_mime", path, line, detail, image_url=image_url)
     caption, field, reason = choose_caption(row, source.languages)
     if reason:
-        return Drop(source.name, reason, path, line)
+        return Drop(source.name, reason, path, line, image_url=image_url)
     key = f"{page_url}\t{image_url}"
     return Pair(
         id=pair_id(source.kind, key, caption),

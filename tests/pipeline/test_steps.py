@@ -104,6 +104,6 @@ def test_a_step_keeps_rejects_and_catches_with_declared_reasons_only():
 def test_a_readers_undeclared_drop_becomes_its_catch_all():
     kind = Reasons("wit", {"other_language": "..."}, catch_all="wit_row_error")
     ok = Drop("wit", "other_language", "a.tsv", None, "en", 3)
-    assert kind.checked(ok) is ok
+    assert kind.checked(ok) == ok._replace(stage="wit")  # the reader's stage: its kind
     odd = kind.checked(Drop("wit", "odd", "a.tsv", 7, "x"))
-    assert odd == Drop("wit", "wit_row_error", "a.tsv", 7, "undeclared odd: x")
+    assert odd == Drop("wit", "wit_row_error", "a.tsv", 7, "undeclared odd: x", stage="wit")
