@@ -76,6 +76,15 @@ def empty_inputs(manifest: Manifest) -> list[str]:
     return empty
 
 
+def itemized(source):
+    """`source` reading one `Drop` per dropped record, for `output.rejected`: a reader that
+    counts some drops in bulk (WIT's rows of other languages) says so with an `itemized_drops`
+    field (not a manifest key)."""
+    if any(f.name == "itemized_drops" for f in dataclasses.fields(source)):
+        return dataclasses.replace(source, itemized_drops=True)
+    return source
+
+
 def images_config(manifest: Manifest) -> ImagesConfig:
     """The images section, its `user_agent` taken from the first Wikipedia source that has one
     when the manifest sets none: upload.wikimedia.org refuses generic agents too."""
@@ -112,6 +121,8 @@ def build_pipeline(
     read_pairs, read_drops = [], []
     for source in manifest.sources:
         kind = kind_of(source)
+        if manifest.output.rejected:
+            source = itemized(source)
         pairs, dropped = p | f"Read[{source.name}]" >> kind.reader(source)
         watch(pairs, read_stage(source.name), "pairs", one)
         watch(dropped, read_stage(source.name), "dropped", drop_count)

@@ -169,7 +169,12 @@ def _build(cls: type, raw: Any, where: str, skip: tuple[str, ...] = ()) -> Any:
     nearest known key), and every key's problem is reported, not only the first."""
     _check(isinstance(raw, dict), where, f"expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    # A field with `metadata={"manifest": False}` is set by the pipeline, never by the manifest.
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)
+        if f.name not in skip and f.metadata.get("manifest", True)
+    }
     problems = _Problems()
     for key in raw:
         if key not in fields:

@@ -51,7 +51,7 @@ import re
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.config import require
 from pipeline.records import GENUINE, Drop, Pair, pair_id
@@ -71,6 +71,10 @@ class WitSource:
     languages: tuple[str, ...] = ("ar",)
     kind: str = "wit"
     name: str = "wit"
+    # Not a manifest key: set by the build when `output.rejected` asks for the dropped records,
+    # so that a row of another language is one `Drop` with its line and URL rather than one
+    # count per language and file.
+    itemized_drops: bool = field(default=False, metadata={"manifest": False})
 
 
 REASONS = Reasons(
@@ -381,7 +385,7 @@ class Rows:
 
 def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
     """Every data line of one shard (a binary stream) in a `Pair` or a `Drop`; rows of other
-    languages are counted, one `Drop` per language.
+    languages are counted, one `Drop` per language (one per row with `source.itemized_drops`).
 
     Raises ValueError naming the file when it is not a WIT shard at all, and naming the file and
     line when it cannot be read to its end.
@@ -406,6 +410,7 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
         )
     accepted = set(source.languages)
     language_column = header.index("language")
+    url_column = header.index("image_url")
     other_languages: Counter[str] = Counter()
     for start, fields, reason, detail in Rows(lines, len(header), row_start(header)):
         if fields is None:
@@ -414,7 +419,11 @@ def parse_wit(stream, path: str, source: WitSource) -> Iterator[Pair | Drop]:
         # Most rows are another language: count them before building the row's dict.
         language = fields[language_column].strip()
         if language not in accepted:
-            other_languages[language] += 1
+            if source.itemized_drops:
+                url = fields[url_column].strip()[:2000] or None
+                yield Drop(source.name, "other_language", path, start, language, image_url=url)
+            else:
+                other_languages[language] += 1
             continue
         try:
             yield _row_to_pair(dict(zip(header, fields, strict=True)), source, path, start)

@@ -161,11 +161,18 @@ def test_one_row_per_drop_and_the_totals_are_those_of_stats(full_run):
         ("conceptual_captions", "empty_caption"): "conceptual_captions",
         ("conceptual_captions", "no_image_url"): "conceptual_captions",
     }
-    # Aggregated reader drops: one row per language, standing for its rows.
+    # One row per dropped record: WIT's rows of other languages, which a run without rejected
+    # rows counts per language, are each a row with its line and URL.
+    assert len(rows) == sum(expected.values()) and {r["count"] for r in rows} == {1}
     other = sorted(
-        (r["detail"], r["count"], r["id"]) for r in rows if r["reason"] == "other_language"
+        (r["detail"], r["id"], r["input_line"] is not None, r["image_url"].startswith("http"))
+        for r in rows
+        if r["reason"] == "other_language"
     )
-    assert other == [("de", 1, None), ("fr", 2, None)]
+    assert other == [("de", None, True, True), ("fr", None, True, True)] + [
+        ("fr", None, True, True)
+    ]
+    assert len({r["input_line"] for r in rows if r["reason"] == "other_language"}) == 3
 
 
 def test_rows_carry_the_pair_its_captions_and_image(full_run):
@@ -228,7 +235,7 @@ def test_the_report_shows_rejected_examples_of_each_reason(full_run):
     assert shown == {
         "not_arabic": 2,
         "duplicate": 1,
-        "other_language": 2,
+        "other_language": 3,  # up to 3 examples a reason
         "no_translation": 1,
         "no_image_url": 1,
     }
@@ -278,7 +285,10 @@ def test_n_rows_per_reason_per_source_the_same_on_every_run(tmp_path):
     )
     assert len(first_of(every, "not_arabic", "id")) == 4
     assert first_of(rows, "not_arabic", "id") == first_of(every, "not_arabic", "id")[:2]
-    assert first_of(rows, "other_language", "detail") == ["de", "fr"]
+    assert (
+        first_of(rows, "other_language", "input_line")
+        == first_of(every, "other_language", "input_line")[:2]
+    )
     assert rows == rejected_rows(second)
     for name in rejected_shards(first):
         assert (first / "rejected" / name).read_bytes() == (second / "rejected" / name).read_bytes()
@@ -286,8 +296,8 @@ def test_n_rows_per_reason_per_source_the_same_on_every_run(tmp_path):
 
 def test_a_rerun_replaces_the_rejected_shards_and_leaves_the_users_files(tmp_path):
     out = build(tmp_path, capped_manifest(tmp_path, True))
-    # Every drop: 4 not_arabic, 3 empty_caption, and other_language as one row per language.
-    assert len(rejected_rows(out)) == 9
+    # Every drop: 4 not_arabic, 3 empty_caption, 3 other_language.
+    assert len(rejected_rows(out)) == 10
     (out / "rejected" / "mine.csv").write_text("my notes", encoding="utf-8")
     assert output_problem(str(out)) is None
     build(tmp_path, capped_manifest(tmp_path, 1))
@@ -405,6 +415,13 @@ def test_the_manifest_refuses_other_values(value):
 def test_the_manifest_takes_true_false_or_n(value):
     raw = {"sources": [{"kind": "wit", "paths": ["x.tsv"]}], "output": {"rejected": value}}
     assert parse_manifest(raw, "/nowhere", check_paths=False).output.rejected is value
+
+
+def test_itemized_drops_is_the_pipelines_switch_not_a_manifest_key():
+    raw = {"sources": [{"kind": "wit", "paths": ["x.tsv"], "itemized_drops": True}]}
+    with pytest.raises(ManifestError) as err:
+        parse_manifest(raw, "/nowhere", check_paths=False)
+    assert [p for p in err.value.problems if p.startswith("sources[0].itemized_drops:")]
 
 
 def staged(out: Path, run: str, rejected_names: list[str]) -> Path:
