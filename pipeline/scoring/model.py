@@ -334,6 +334,7 @@ class ClipModel:
     cross-process proxy too (`share_model_across_processes`)."""
 
     def __init__(self, folder: str, device: str = "auto", threads: int | None = None):
+        """`threads`: ONNX Runtime's intra-op threads (None: its default, one per core)."""
         import onnxruntime
 
         self.spec = read_spec(folder)
@@ -354,7 +355,6 @@ class ClipModel:
                     f"{folder}: ONNX Runtime could not start {chosen[0]} (for CUDA: the "
                     "onnxruntime-gpu wheel needs the CUDA and cuDNN versions it was built for)"
                 )
-        self.device = "cuda" if chosen[0] == CUDA else "cpu"
 
     def image_embeddings(self, pixels: np.ndarray) -> np.ndarray:
         """Unit-length embeddings of a [N, 3, S, S] batch of `image_pixels`."""

@@ -106,17 +106,15 @@ class ClipHandler(ModelHandler[ScoreInput, Scores, ClipModel]):
         store: ImageStore | None,
         *,
         share_across_processes: bool = False,
-        threads: int | None = None,
     ):
         super().__init__()
         self._config = config
         self._store = store
         self._share = share_across_processes
-        self._threads = threads
         self._preprocessor: Preprocessor | None = None
 
     def load_model(self) -> ClipModel:
-        return ClipModel(local_folder(self._config.model), self._config.device, self._threads)
+        return ClipModel(local_folder(self._config.model), self._config.device)
 
     def preprocessor(self) -> Preprocessor:
         if self._preprocessor is None:

@@ -153,6 +153,8 @@ def test_embeddings_are_unit_length_deterministic_and_tell_inputs_apart(clip_mod
         assert similarity[~np.eye(len(embeddings), dtype=bool)].max() < 0.999
     np.testing.assert_array_equal(texts, again_texts)
     np.testing.assert_array_equal(pictures, again_pictures)
+    one_thread, _ = embed_texts(Preprocessor(clip_model), ClipModel(clip_model, "cpu", 1), CAPTIONS)
+    np.testing.assert_allclose(one_thread, texts, atol=1e-6)
 
 
 def test_an_image_is_squashed_or_centre_cropped_then_normalised(siglip_model, xlmr_model):
