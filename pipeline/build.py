@@ -179,7 +179,9 @@ def build_pipeline(
     # After dedupe: only the pairs the output keeps are scored (see pipeline.scoring.stage).
     if manifest.scoring.model:
         seen = pairs
-        pairs, score_drops = pairs | "ScorePairs" >> ScorePairs(manifest.scoring, store)
+        pairs, score_drops = pairs | "ScorePairs" >> ScorePairs(
+            manifest.scoring, store, max_pixels=images.max_pixels
+        )
         watch_stage(SCORING, seen, pairs, score_drops)
         stage_drops.append(score_drops)
         # The writer's count is dedupe's, less what scoring dropped (rare: an unreadable image).

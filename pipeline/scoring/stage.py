@@ -39,6 +39,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 
 from pipeline import progress
 from pipeline.config import ScoringConfig
+from pipeline.images.codec import set_pillow_bomb_guard
 from pipeline.records import TRANSLATED, Drop, Pair
 from pipeline.scoring.model import (
     ClipModel,
@@ -106,11 +107,13 @@ class ClipHandler(ModelHandler[ScoreInput, Scores, ClipModel]):
         store: ImageStore | None,
         *,
         share_across_processes: bool = False,
+        max_pixels: int | None = None,
     ):
         super().__init__()
         self._config = config
         self._store = store
         self._share = share_across_processes
+        self._max_pixels = max_pixels
         self._preprocessor: Preprocessor | None = None
 
     def load_model(self) -> ClipModel:
@@ -118,6 +121,10 @@ class ClipHandler(ModelHandler[ScoreInput, Scores, ClipModel]):
 
     def preprocessor(self) -> Preprocessor:
         if self._preprocessor is None:
+            if self._max_pixels:
+                # The images stage stored images of up to `images.max_pixels`; Pillow's own
+                # guard in this process must not refuse them.
+                set_pillow_bomb_guard(self._max_pixels)
             self._preprocessor = Preprocessor(local_folder(self._config.model))
         return self._preprocessor
 
@@ -203,7 +210,8 @@ def _failed_batch(failure) -> Iterable[Drop]:
 
 class ScorePairs(Step):
     """Pairs → the same pairs with `clip_score` and `translation_similarity` (see the module
-    docstring); returns `(kept, dropped)`. `store`: where the pairs' `image_ref`s point.
+    docstring); returns `(kept, dropped)`. `store`: where the pairs' `image_ref`s point;
+    `max_pixels`: the largest image the images stage may have stored (`images.max_pixels`).
     `handler`: another model handler (tests, benchmarks). A `Step` by its declaration; it
     judges `(pair, Scores)` elements after `RunInference`, by its own `expand`."""
 
@@ -214,10 +222,12 @@ class ScorePairs(Step):
         config: ScoringConfig,
         store: ImageStore | None,
         *,
+        max_pixels: int | None = None,
         handler: ModelHandler | None = None,
     ):
         super().__init__()
-        self._handler = KeyedModelHandler(handler or ClipHandler(config, store))
+        handler = handler or ClipHandler(config, store, max_pixels=max_pixels)
+        self._handler = KeyedModelHandler(handler)
 
     def setup(self) -> None:
         self._scored = Metrics.counter(STAGE, "pairs_scored")

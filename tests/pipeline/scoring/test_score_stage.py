@@ -149,6 +149,23 @@ def test_an_image_missing_from_the_store_is_unreadable_not_a_crash(siglip_model,
     assert all(d.detail for d in dropped)
 
 
+def test_images_as_large_as_the_images_stage_allows_are_scored(
+    siglip_model, store, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    image_store, refs = store
+    # Pillow refuses images over twice its own limit unless the stage raises it to max_pixels.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    config = ScoringConfig(model=siglip_model, device="cpu")
+    pairs = [pair(1, "قطة", refs[0])]
+    kept, dropped, _ = run(pairs, ScorePairs(config, image_store), tmp_path / "default")
+    assert not kept and [d.reason for d in dropped] == ["unreadable_image"]
+    assert "DecompressionBombError" in dropped[0].detail
+    kept, dropped, _ = run(pairs, ScorePairs(config, image_store, max_pixels=10_000), tmp_path)
+    assert not dropped and kept["id01"].clip_score is not None
+
+
 class FailingHandler(ClipHandler):
     def run_inference(self, batch, model, inference_args=None):
         if any("تعطل" in x.caption_ar for x in batch):
