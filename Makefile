@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 MODELS ?= models
 
-.PHONY: venv demo test bench lint format clean model model-nllb
+.PHONY: venv demo test bench lint format clean model model-nllb clip-model
 
 venv: $(STAMP)
 
@@ -91,6 +91,17 @@ model-nllb: $(STAMP)
 	$(BIN)/ct2-transformers-converter --model facebook/nllb-200-distilled-600M \
 		--output_dir $(MODELS)/nllb-200-distilled-600M-ct2 --quantization int8 \
 		--copy_files sentencepiece.bpe.model --force
+
+# The multilingual CLIP of the scoring stage, exported to ONNX (needs internet and the `convert`
+# extra; the pipeline then needs only onnxruntime): `make clip-model` for
+# google/siglip-base-patch16-256-multilingual, `make clip-model CLIP=xlmr` for open_clip's faster
+# xlm-roberta-base-ViT-B-32 (laion5b_s13b_b90k). The export checks itself against torch.
+CLIP ?= siglip
+CLIP_FOLDER_siglip := siglip-base-patch16-256-multilingual-onnx
+CLIP_FOLDER_xlmr := xlm-roberta-base-ViT-B-32-onnx
+clip-model: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[convert]'
+	$(BIN)/python -m pipeline.scoring.export $(MODELS)/$(CLIP_FOLDER_$(CLIP)) --model $(CLIP)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -1,9 +1,10 @@
 """Wires the stages of a manifest into one Beam graph.
 
 read each source → translate English captions → clean captions → language ID → fetch, verify,
-hash and store images → drop duplicates and placeholders → write shards, card and stats. Every
-stage returns `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats` (and, with
-`output.rejected`, in the writer's `rejected/` shards). Clocks beside
+hash and store images → drop duplicates and placeholders → score image–caption agreement (when
+the manifest has a `scoring` section) → write shards, card and stats. Every stage returns
+`(kept, dropped)`; all `dropped` outputs meet in `ComputeStats` (and, with `output.rejected`, in
+the writer's `rejected/` shards). Clocks beside
 each stage (`pipeline.timings`) give stats.json its `timings`. Image bytes never
 travel in the graph: the images stage writes them to an `ImageStore` and the writer reads them
 back by reference.
@@ -26,6 +27,9 @@ from pipeline.dedupe import DropDuplicates
 from pipeline.images import FetchImages, image_store
 from pipeline.manifest import Manifest
 from pipeline.records import EXTENSIONS
+from pipeline.scoring.model import ClipFolderError, describe
+from pipeline.scoring.stage import STAGE as SCORING
+from pipeline.scoring.stage import ScorePairs
 from pipeline.sources.registry import kind_of
 from pipeline.sources.wikipedia import WikipediaSource
 from pipeline.stats import ComputeStats
@@ -36,9 +40,9 @@ from translators.stage import TranslateCaptions
 
 
 def check_buildable(manifest: Manifest) -> None:
-    """Refuse, before any graph is built, English sources with nothing to translate them and a
-    translation model folder that is not one (a remote one is copied here once to be looked
-    at; the workers reuse the copy)."""
+    """Refuse, before any graph is built, English sources with nothing to translate them, and a
+    translation or scoring model folder that is not one (a remote one is copied here once to
+    be looked at; the workers reuse the copy)."""
     t = manifest.translation
     problems = []
     for i, source in enumerate(manifest.sources):
@@ -52,6 +56,11 @@ def check_buildable(manifest: Manifest) -> None:
             model_name(t.model)
         except (ModelFolderError, OSError) as err:
             problems.append(f"translation.model: {err}")
+    if manifest.scoring.model:
+        try:
+            describe(manifest.scoring.model)
+        except (ClipFolderError, ModelFolderError, OSError) as err:
+            problems.append(f"scoring.model: {err}")
     if problems:
         raise ManifestError(*problems)
 
@@ -171,15 +180,34 @@ def build_pipeline(
         with_count=True,
     )
     watch_stage("dedupe", seen, pairs, duplicate_drops)
-
-    dropped = (
+    stage_drops = [
         source_drops,
         translate_drops,
         clean_drops,
         langid_drops,
         image_drops,
         duplicate_drops,
-    ) | "AllDrops" >> beam.Flatten()
+    ]
+
+    # After dedupe: only the pairs the output keeps are scored (see pipeline.scoring.stage).
+    if manifest.scoring.model:
+        seen = pairs
+        pairs, score_drops = pairs | "ScorePairs" >> ScorePairs(
+            manifest.scoring, store, max_pixels=images.max_pixels
+        )
+        watch_stage(SCORING, seen, pairs, score_drops)
+        stage_drops.append(score_drops)
+        # The writer's count is dedupe's, less what scoring dropped (rare: an unreadable image).
+        lost = (
+            score_drops
+            | "ScoreDropCounts" >> beam.Map(drop_count)
+            | "ScoreDropsTotal" >> beam.CombineGlobally(sum)
+        )
+        kept_count = kept_count | "LessScoreDrops" >> beam.Map(
+            lambda n, lost: n - lost, beam.pvalue.AsSingleton(lost)
+        )
+
+    dropped = stage_drops | "AllDrops" >> beam.Flatten()
     stats = (emitted, source_drops, pairs, dropped, host_counts) | "ComputeStats" >> ComputeStats(
         [s.name for s in manifest.sources]
     )
@@ -192,6 +220,7 @@ def build_pipeline(
         "langid",
         "images",
         "dedupe",
+        SCORING,
         WRITE,
     )
     written = (pairs, stats, kept_count, timings)

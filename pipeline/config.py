@@ -160,6 +160,21 @@ OUTPUT_FORMATS = (PARQUET, WEBDATASET)
 
 
 @dataclass(frozen=True)
+class ScoringConfig:
+    """The multilingual CLIP that scores every pair (`clip_score`, `translation_similarity`,
+    `pipeline.scoring`). Without a model (the section left out) nothing is scored and both
+    columns are null."""
+
+    # An ONNX model folder (`image.onnx`, `text.onnx`, `tokenizer.json`, `clip.json`), local or
+    # on a Beam filesystem (`gs://`, copied to each machine once); `make clip-model` exports one.
+    model: str | None = None
+    device: str = "auto"  # auto | cpu | cuda: auto picks CUDA when ONNX Runtime has its provider
+    # Pairs per ONNX Runtime call: their images in one call, their captions in another. A GPU
+    # wants more (256).
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     rows_per_shard: int = 10000
     format: str = PARQUET  # parquet | webdataset: DIR/data/train-XXXXX-of-NNNNN.parquet or .tar

@@ -33,6 +33,7 @@ from pipeline.config import (  # noqa: F401 - the sections, importable from here
     ImagesConfig,
     ManifestError,
     OutputConfig,
+    ScoringConfig,
     TranslationConfig,
     images_thumb_width,
     require,
@@ -65,6 +66,7 @@ class Manifest:
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     path: str = ""
 
@@ -78,6 +80,7 @@ SECTIONS: dict[str, type] = {
     "filters": FiltersConfig,
     "images": ImagesConfig,
     "dedupe": DedupeConfig,
+    "scoring": ScoringConfig,
     "output": OutputConfig,
 }
 
@@ -310,6 +313,9 @@ def _check_sections(m: Manifest) -> None:
     _check(f.max_words >= max(1, f.min_words), "filters.max_words", "must be >= min_words")
     _check(0 <= m.dedupe.max_hamming <= 64, "dedupe.max_hamming", "must be in [0, 64]")
     _check(m.dedupe.placeholder_min_urls >= 2, "dedupe.placeholder_min_urls", "must be >= 2")
+    s = m.scoring
+    _check(s.device in ("auto", "cpu", "cuda"), "scoring.device", "one of auto, cpu, cuda")
+    _check(s.batch_size > 0, "scoring.batch_size", "must be positive")
     _check(m.output.rows_per_shard > 0, "output.rows_per_shard", "must be positive")
     _check(
         m.output.format in OUTPUT_FORMATS, "output.format", f"one of {', '.join(OUTPUT_FORMATS)}"
@@ -419,6 +425,17 @@ def parse_manifest(raw: Any, base: str, path: str = "", *, check_paths: bool = T
         if value and check_paths:
             with problems.collect():
                 _must_exist(value, f"translation.{key}", folder=key == "model")
+    scoring = raw.get("scoring")
+    if isinstance(scoring, dict) and "model" not in scoring:
+        problems.require(
+            False, "scoring.model", "missing (leave the scoring section out to score nothing)"
+        )
+    if sections["scoring"].model:
+        model = _resolve(sections["scoring"].model, base)
+        sections["scoring"] = dataclasses.replace(sections["scoring"], model=model)
+        if check_paths:
+            with problems.collect():
+                _must_exist(model, "scoring.model", folder=True)
     cache = sections["images"].cache
     if cache is True or (isinstance(cache, str) and cache != "auto"):
         cache = "auto" if cache is True else _resolve(cache, base)

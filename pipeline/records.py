@@ -48,6 +48,10 @@ class Pair(NamedTuple):
     mime_type: str | None = None
     langid_score: float | None = None
     translation_score: float | None = None
+    # The scoring stage's cosines (`pipeline.scoring`): image and caption_ar; caption_ar and
+    # caption_en of a translated pair. None when scoring is off (or, for clip_score, no image).
+    clip_score: float | None = None
+    translation_similarity: float | None = None
     page_url: str | None = None
     page_title: str | None = None
     section_title: str | None = None
@@ -162,6 +166,18 @@ COLUMNS = (
         "translation_score",
         pa.float32(),
         "the translator's own confidence (mean token log-probability)",
+    ),
+    Column(
+        "clip_score",
+        pa.float32(),
+        "image-caption agreement: cosine of the image's and caption_ar's embeddings by a "
+        "multilingual CLIP, when scoring is on",
+    ),
+    Column(
+        "translation_similarity",
+        pa.float32(),
+        "agreement of a translated caption with its English original: cosine of the "
+        "multilingual CLIP's embeddings of caption_ar and caption_en, when scoring is on",
     ),
     Column(
         "source_name",

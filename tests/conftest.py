@@ -43,3 +43,25 @@ def shared_samples() -> Path:
     if not SHARED_SAMPLES.is_dir():
         pytest.skip("../shared/samples is not beside the checkout")
     return SHARED_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def siglip_model(tmp_path_factory) -> str:
+    """A tiny random CLIP folder of the SigLIP flavour (standins.tiny_clip), built once."""
+    from standins.tiny_clip import build_clip
+
+    return build_clip(str(tmp_path_factory.mktemp("clip") / "siglip"), "siglip")
+
+
+@pytest.fixture(scope="session")
+def xlmr_model(tmp_path_factory) -> str:
+    """A tiny random CLIP folder of the XLM-R flavour (open_clip's), built once."""
+    from standins.tiny_clip import build_clip
+
+    return build_clip(str(tmp_path_factory.mktemp("clip") / "xlmr"), "xlmr")
+
+
+@pytest.fixture(params=["siglip", "xlmr"])
+def clip_model(request) -> str:
+    """Each flavour's tiny CLIP folder in turn."""
+    return request.getfixturevalue(f"{request.param}_model")

@@ -90,6 +90,7 @@ def test_build_keeps_exactly_the_arabic_rows_and_accounts_for_the_rest(wit_manif
         assert r["id"] == pair_id("wit", r["source_key"], r["caption_ar"])
         assert r["source"] == "wit" and r["caption_origin"] == "genuine"
         assert r["caption_en"] is None and r["translation_score"] is None
+        assert r["clip_score"] is None and r["translation_similarity"] is None  # scoring off
         assert r["langid_score"] > 0.5
         assert r["image_url"].startswith("https://upload.wikimedia.org/")
         assert r["page_url"].startswith("https://ar.wikipedia.org/wiki/")
@@ -118,6 +119,8 @@ def test_the_output_loads_with_datasets_both_ways(wit_manifest, tmp_path):
         assert isinstance(ds.features["image"], datasets.Image)
         assert ds.features["width"] == datasets.Value("int32")
         assert ds.features["langid_score"] == datasets.Value("float32")
+        assert ds.features["clip_score"] == datasets.Value("float32")
+        assert ds.features["translation_similarity"] == datasets.Value("float32")
         assert set(ds["caption_ar"]) == KEPT
     card = (out / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\n") and "Total kept: 4;" in card

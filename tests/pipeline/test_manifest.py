@@ -24,6 +24,7 @@ from pipeline.manifest import (
     Manifest,
     ManifestError,
     OutputConfig,
+    ScoringConfig,
     TranslationConfig,
     WikipediaSource,
     WitSource,
@@ -65,6 +66,7 @@ def project(tmp_path: Path) -> Path:
     touch(root / "dumps" / "arwiki-NS0-1.json.tar.gz")
     touch(root / "titles.txt", "القاهرة\n")
     (root / "models" / "opus-mt-en-ar-ct2").mkdir(parents=True)
+    (root / "models" / "mclip-onnx").mkdir(parents=True)
     touch(root / "memory.tsv", "en\tar\n")
     return root
 
@@ -119,6 +121,7 @@ def full_manifest(outside: Path) -> dict:
         },
         "images": {"fetch": False, "allow_private_hosts": True, "user_agent": "bot/1 (x@y.z)"},
         "dedupe": {"max_hamming": 6},
+        "scoring": {"model": "models/mclip-onnx", "device": "cpu", "batch_size": 8},
         "output": {"rows_per_shard": 123},
     }
 
@@ -172,6 +175,7 @@ def test_full_manifest_parses_every_section_and_kind(project, tmp_path, monkeypa
         fetch=False, allow_private_hosts=True, user_agent="bot/1 (x@y.z)", thumb_width=330
     )
     assert m.dedupe == DedupeConfig(max_hamming=6)
+    assert m.scoring == ScoringConfig(model=f"{p}/models/mclip-onnx", device="cpu", batch_size=8)
     assert m.output == OutputConfig(rows_per_shard=123)
     assert m.source("coco").image_root == f"{p}/coco/images"
 
@@ -227,6 +231,7 @@ def test_defaults_apply_when_sections_are_omitted(project):
         fetch=True, allow_private_hosts=False, user_agent=None, thumb_width=330
     )
     assert m.dedupe.max_hamming == 4
+    assert m.scoring == ScoringConfig(model=None, device="auto", batch_size=32)  # off
     assert m.output.rows_per_shard == 10000
 
 
@@ -235,9 +240,11 @@ def test_null_and_partial_sections_keep_the_other_defaults(project):
         "sources": [{"kind": "coco", "paths": ["coco/*.json"]}],
         "filters": {"max_words": 50},
         "images": None,
+        "scoring": None,
         "output": None,
     }
     m = load_manifest(str(write_manifest(project, raw)))
+    assert m.scoring.model is None
     assert m.sources[0].image_root is None
     assert m.filters == FiltersConfig(max_words=50)
     assert m.filters.langid_min_score == 0.5
@@ -393,6 +400,30 @@ ERRORS = [
         {"sources": [WIT], "translation": {"memory": "mem.parquet"}},
         "translation.memory",
         "no file matches",
+    ),
+    (
+        "missing scoring model",
+        {"sources": [WIT], "scoring": {"model": "models/siglip"}},
+        "scoring.model",
+        "no such folder",
+    ),
+    (
+        "scoring section without a model",
+        {"sources": [WIT], "scoring": {"device": "cpu"}},
+        "scoring.model",
+        "missing (leave the scoring section out to score nothing)",
+    ),
+    (
+        "scoring device",
+        {"sources": [WIT], "scoring": {"model": "models/mclip-onnx", "device": "gpu"}},
+        "scoring.device",
+        "one of auto, cpu, cuda",
+    ),
+    (
+        "scoring batch_size zero",
+        {"sources": [WIT], "scoring": {"model": "models/mclip-onnx", "batch_size": 0}},
+        "scoring.batch_size",
+        "must be positive",
     ),
     (
         "score is text",
@@ -782,6 +813,27 @@ def test_cli_refuses_what_it_cannot_build(project, tmp_path, capsys, source, iss
     assert err[0].startswith(f"error: sources[0].kind: '{source['kind']}' "), err
     assert issue in err[0]
     assert not out.exists()
+
+
+def test_cli_refuses_model_folders_that_are_not_models_before_any_work(project, tmp_path, capsys):
+    manifest = write_manifest(
+        project,
+        {
+            "sources": [WIT],
+            "translation": {"model": "models/opus-mt-en-ar-ct2"},
+            "scoring": {"model": "models/mclip-onnx"},
+        },
+    )
+    out = tmp_path / "out"
+    code, err, _ = run_cli(capsys, manifest, out)
+    assert code == 2 and not out.exists()
+    assert len(err) == 2, err
+    assert err[0].startswith("error: translation.model: ")
+    folder = project / "models" / "mclip-onnx"
+    assert err[1] == (
+        f"error: scoring.model: {folder}: not a CLIP model folder (no clip.json, image.onnx, "
+        "text.onnx, tokenizer.json); export one with `make clip-model`"
+    )
 
 
 def test_cli_names_the_first_unreadable_source(project, tmp_path, capsys):
