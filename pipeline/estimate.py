@@ -58,7 +58,7 @@ from pipeline.files import is_remote
 from pipeline.images.cache import cache_folder, resolve_cache
 from pipeline.manifest import Manifest
 from pipeline.records import Drop
-from pipeline.sources import coco, flickr8k
+from pipeline.sources import flickr8k
 from pipeline.sources.base import KindProfile, KnownFile
 from pipeline.sources.registry import KINDS, kind_of
 from pipeline.sources.wikipedia import WikipediaSource
@@ -407,7 +407,8 @@ def _file_source(
             notes.append(f"originals fetched as {thumb_width} px thumbnails (images.thumb_width)")
     if isinstance(src, flickr8k.Flickr8kSource) and not os.path.isdir(src.images):
         files.download[flickr8k.IMAGES_ARCHIVE.archive] = flickr8k.IMAGES_ARCHIVE.archive_bytes
-    if isinstance(src, coco.CocoSource) and src.image_root is not None:
+    # COCO's and `pairs`' local images (`image_root`) are read, not downloaded.
+    if getattr(src, "image_root", None) is not None:
         image_bytes_each = 0
         notes.append("image_root: images read locally; their archive is not counted")
     read = files.read
@@ -696,8 +697,10 @@ def estimate_stages(
         0.0,
     )
 
-    # Language ID of the pairs not already in WIT's end-to-end figure.
-    langid_records = translated + sum(s.kept for s in wikis)
+    # Language ID of the pairs not already in WIT's end-to-end figure: the translations, the
+    # crawl's captions and the genuine Arabic of the user's own pairs (`kind: pairs`).
+    own = [s for s in sources if s.kind == "pairs" and not s.translated]
+    langid_records = translated + sum(s.kept for s in wikis) + sum(s.read for s in own)
     langid = StageEstimate(
         "langid",
         langid_records,

@@ -213,6 +213,32 @@ def test_a_manifest_of_two_wit_shards(tmp_path):
     assert written.output_bytes == wit.kept * 3_500
 
 
+def test_own_pairs_with_local_images_download_none_and_go_through_language_id(tmp_path):
+    (tmp_path / "photos").mkdir()
+    rows = "".join(f"{n}.jpg\tصورة رقم {n}\n" for n in range(40))
+    (tmp_path / "mine.tsv").write_text("path\tcaption\n" + rows, encoding="utf-8")
+    local = write_manifest(
+        tmp_path,
+        "sources:\n  - kind: pairs\n    paths: [mine.tsv]\n    language: ar\n"
+        "    image_root: photos\n",
+    )
+    [own] = run_estimate(local, count_limit=10**6).sources
+    assert (own.read, own.translated, own.image_bytes) == (40, 0, 0)
+    stages = by_name(run_estimate(local, count_limit=10**6).stages, "stage")
+    assert stages["langid"].records == 40  # genuine Arabic is checked too
+    assert stages["translate"].records == 0
+    # By URL, the same rows are downloads.
+    (tmp_path / "urls.tsv").write_text(
+        "url\tcaption\n" + "".join(f"https://x.org/{n}.jpg\tصورة {n}\n" for n in range(40)),
+        encoding="utf-8",
+    )
+    web = write_manifest(
+        tmp_path, "sources:\n  - kind: pairs\n    paths: [urls.tsv]\n    language: ar\n"
+    )
+    [fetched] = run_estimate(web, count_limit=10**6).sources
+    assert fetched.fetched == 40 and fetched.image_bytes > 0
+
+
 def test_a_crawl_of_a_limited_number_of_pages(tmp_path):
     path = write_manifest(
         tmp_path,
