@@ -2,7 +2,8 @@
 
 read each source → translate English captions → clean captions → language ID → fetch, verify,
 hash and store images → drop duplicates and placeholders → score image–caption agreement (when
-the manifest has a `scoring` section) → write shards, card and stats. Every stage returns
+the manifest has a `scoring` section) → filter by the scores (when `filters` sets a score
+filter) → write shards, card and stats. Every stage returns
 `(kept, dropped)`; all `dropped` outputs meet in `ComputeStats` (and, with `output.rejected`, in
 the writer's `rejected/` shards). Clocks beside
 each stage (`pipeline.timings`) give stats.json its `timings`. Image bytes never
@@ -20,9 +21,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from filters.langid import FilterLanguage
+from filters.scores import STAGE as SCORE_FILTER
+from filters.scores import FilterScores
 from filters.text import CleanCaptions
 from pipeline.card import card_sources
-from pipeline.config import IMAGE_FORMATS, ImagesConfig, ManifestError
+from pipeline.config import IMAGE_FORMATS, ImagesConfig, ManifestError, score_filter_problems
 from pipeline.dedupe import DropDuplicates
 from pipeline.images import FetchImages, image_store
 from pipeline.manifest import Manifest
@@ -40,9 +43,9 @@ from translators.stage import TranslateCaptions
 
 
 def check_buildable(manifest: Manifest) -> None:
-    """Refuse, before any graph is built, English sources with nothing to translate them, and a
+    """Refuse, before any graph is built, English sources with nothing to translate them, a
     translation or scoring model folder that is not one (a remote one is copied here once to
-    be looked at; the workers reuse the copy)."""
+    be looked at; the workers reuse the copy), and score filters without a scoring model."""
     t = manifest.translation
     problems = []
     for i, source in enumerate(manifest.sources):
@@ -61,6 +64,7 @@ def check_buildable(manifest: Manifest) -> None:
             describe(manifest.scoring.model)
         except (ClipFolderError, ModelFolderError, OSError) as err:
             problems.append(f"scoring.model: {err}")
+    problems += score_filter_problems(manifest.filters, manifest.scoring)
     if problems:
         raise ManifestError(*problems)
 
@@ -189,17 +193,27 @@ def build_pipeline(
         duplicate_drops,
     ]
 
-    # After dedupe: only the pairs the output keeps are scored (see pipeline.scoring.stage).
-    if manifest.scoring.model:
+    # After dedupe: only the pairs the output keeps are scored (see pipeline.scoring.stage),
+    # then filtered by their scores when the manifest asks (filters.scores).
+    scored = bool(manifest.scoring.model)
+    if scored:
         seen = pairs
-        pairs, score_drops = pairs | "ScorePairs" >> ScorePairs(
-            manifest.scoring, store, max_pixels=images.max_pixels
+        pairs, score_drops, score_summaries = pairs | "ScorePairs" >> ScorePairs(
+            manifest.scoring, store, max_pixels=images.max_pixels, with_scores=True
         )
         watch_stage(SCORING, seen, pairs, score_drops)
-        stage_drops.append(score_drops)
-        # The writer's count is dedupe's, less what scoring dropped (rare: an unreadable image).
+        after_dedupe = [score_drops]
+        if f.on_scores:
+            seen = pairs
+            pairs, filter_drops = pairs | "FilterScores" >> FilterScores(f)
+            watch_stage(SCORE_FILTER, seen, pairs, filter_drops)
+            after_dedupe.append(filter_drops)
+        stage_drops += after_dedupe
+        # The writer's count is dedupe's, less what scoring dropped (rare: an unreadable image)
+        # and what the score filters dropped.
         lost = (
-            score_drops
+            after_dedupe
+            | "AfterDedupeDrops" >> beam.Flatten()
             | "ScoreDropCounts" >> beam.Map(drop_count)
             | "ScoreDropsTotal" >> beam.CombineGlobally(sum)
         )
@@ -208,8 +222,11 @@ def build_pipeline(
         )
 
     dropped = stage_drops | "AllDrops" >> beam.Flatten()
-    stats = (emitted, source_drops, pairs, dropped, host_counts) | "ComputeStats" >> ComputeStats(
-        [s.name for s in manifest.sources]
+    statistics = (emitted, source_drops, pairs, dropped, host_counts)
+    if scored:
+        statistics += (score_summaries,)
+    stats = statistics | "ComputeStats" >> ComputeStats(
+        [s.name for s in manifest.sources], scored=scored
     )
     timings = clocks | "Clocks" >> beam.Flatten()
     order = (
@@ -221,6 +238,7 @@ def build_pipeline(
         "images",
         "dedupe",
         SCORING,
+        SCORE_FILTER,
         WRITE,
     )
     written = (pairs, stats, kept_count, timings)

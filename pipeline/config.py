@@ -64,9 +64,13 @@ class TranslationConfig:
     max_ngram_repeats: int = 3  # `repetition_loop`: an n-gram repeated more times in a row
 
 
+# The scores of the scoring stage, by their column names: what `filters.keep_top` is keyed by.
+SCORES = ("clip_score", "translation_similarity")
+
+
 @dataclass(frozen=True)
 class FiltersConfig:
-    """Text filters applied to every Arabic caption."""
+    """Text filters applied to every Arabic caption, and the filters on the scores."""
 
     # fastText lid.176: the top label must be one of `langid_labels` with at least this probability.
     langid_min_score: float = 0.5
@@ -76,6 +80,23 @@ class FiltersConfig:
     max_chars: int = 1000
     min_words: int = 1
     max_words: int = 200
+    # Filters on the scoring stage's scores (`filters.scores`), off by default; each needs
+    # `scoring.model`. A pair whose score is null (no image; a genuine caption) is never
+    # dropped by a filter on that score. Absolute thresholds, each in [-1, 1]:
+    min_clip_score: float | None = None  # `low_clip_score` below this
+    min_translation_similarity: float | None = None  # `low_translation_similarity` below this
+    # Per score, the fraction in (0, 1] of each source's scored pairs to keep, the highest
+    # scoring: `{clip_score: 0.7}` (`below_top_clip_score`, `below_top_translation_similarity`).
+    keep_top: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def on_scores(self) -> bool:
+        """Whether any filter on the scores is set."""
+        return (
+            self.min_clip_score is not None
+            or self.min_translation_similarity is not None
+            or bool(self.keep_top)
+        )
 
 
 @dataclass(frozen=True)
@@ -172,6 +193,17 @@ class ScoringConfig:
     # Pairs per ONNX Runtime call: their images in one call, their captions in another. A GPU
     # wants more (256).
     batch_size: int = 32
+
+
+def score_filter_problems(filters: FiltersConfig, scoring: ScoringConfig) -> list[str]:
+    """The score filters set without a scoring model, each as a manifest problem line."""
+    if scoring.model:
+        return []
+    return [
+        f"filters.{key}: filters a score, and nothing is scored without scoring.model"
+        for key in ("min_clip_score", "min_translation_similarity", "keep_top")
+        if getattr(filters, key) not in (None, ())
+    ]
 
 
 @dataclass(frozen=True)

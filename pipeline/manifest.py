@@ -27,6 +27,7 @@ from pipeline.config import (  # noqa: F401 - the sections, importable from here
     DEFAULT_HOSTS,
     IMAGE_FORMATS,
     OUTPUT_FORMATS,
+    SCORES,
     DedupeConfig,
     FiltersConfig,
     HostLimits,
@@ -37,6 +38,7 @@ from pipeline.config import (  # noqa: F401 - the sections, importable from here
     TranslationConfig,
     images_thumb_width,
     require,
+    score_filter_problems,
 )
 from pipeline.sources.coco import CocoSource
 from pipeline.sources.conceptual_captions import ConceptualCaptionsSource
@@ -311,6 +313,14 @@ def _check_sections(m: Manifest) -> None:
     _check(f.max_chars >= max(1, f.min_chars), "filters.max_chars", "must be >= min_chars")
     _check(f.min_words >= 0, "filters.min_words", "must be >= 0")
     _check(f.max_words >= max(1, f.min_words), "filters.max_words", "must be >= min_words")
+    for key in ("min_clip_score", "min_translation_similarity"):
+        value = getattr(f, key)
+        _check(value is None or -1 <= value <= 1, f"filters.{key}", "must be in [-1, 1]")
+    for score, fraction in f.keep_top:
+        where = f"filters.keep_top.{score}"
+        _check(score in SCORES, where, f"unknown score (one of {', '.join(SCORES)})")
+        _check(0 < fraction <= 1, where, "must be a fraction in (0, 1]")
+    problems.found.extend(score_filter_problems(f, m.scoring))
     _check(0 <= m.dedupe.max_hamming <= 64, "dedupe.max_hamming", "must be in [0, 64]")
     _check(m.dedupe.placeholder_min_urls >= 2, "dedupe.placeholder_min_urls", "must be >= 2")
     s = m.scoring

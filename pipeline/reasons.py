@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 
 from filters.langid import FilterLanguage
+from filters.scores import FilterScores
 from filters.text import CleanCaptions
 from pipeline.dedupe import DropDuplicates
 from pipeline.images import FetchImages
@@ -29,6 +30,7 @@ STAGES = (
     FetchImages,
     DropDuplicates,
     ScorePairs,
+    FilterScores,
 )
 
 # The README's table sits between these lines.

@@ -4,7 +4,9 @@
 funnel (read → each drop reason → kept) with, when the output has `rejected/` shards
 (`output.rejected`), a few rejected records of each reason, pairs per source and caption origin,
 caption lengths,
-the distributions of the score and size columns, a grid of sample pairs per source, the manifest
+the distributions of the score and size columns, with scoring on the distributions of
+`clip_score` and `translation_similarity` against their mismatched baselines (`stats.json`'s
+`scores`) and the lowest-scoring kept pairs, a grid of sample pairs per source, the manifest
 and the models named in the dataset card. Everything is inline (plots as SVG data URIs drawn by
 matplotlib, thumbnails as JPEG data URIs, CSS in a `<style>`), so the page opens in any browser
 without a server or a network.
@@ -46,14 +48,17 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import reasons, tars
+from pipeline.config import SCORES
 from pipeline.dedupe import DropDuplicates
 from pipeline.files import join, read_text, write_bytes
 from pipeline.records import GENUINE, SCHEMA, TRANSLATED
 from pipeline.rejected import REJECTED_DIR
+from pipeline.scoring.summary import MISMATCHED
 from pipeline.stats import check_stats
 from pipeline.write import CARD_KEY, DATA_DIR, REPORT_NAME, SHARD_EXTENSIONS, is_shard
 
-SAMPLES_PER_SOURCE = 8
+SAMPLES_PER_SOURCE = 8  # and lowest-scoring pairs per source and score
+SCORE_FIELDS = ("count", "mean", "min", "max")  # of a summary of stats.json's `scores`
 REJECTED_PER_REASON = 3  # rejected records shown for each (source, reason)
 THUMBNAIL_SIZE = 192  # longest side of a sample's thumbnail, in pixels
 MAX_BINS = 60
@@ -70,6 +75,8 @@ STAT_COLUMNS = [
     "width",
     "height",
     "sha256",
+    "clip_score",
+    "translation_similarity",
 ]
 SAMPLE_COLUMNS = [
     "id",
@@ -83,6 +90,8 @@ SAMPLE_COLUMNS = [
     "height",
     "langid_score",
     "translation_score",
+    "clip_score",
+    "translation_similarity",
     "page_url",
     "page_title",
     "license",
@@ -142,6 +151,9 @@ class OutputData:
     # The first rejected records of each (source name, reason), as `REJECTED_COLUMNS` dicts;
     # None when the output has no `rejected/` shards.
     rejected: dict[tuple[str, str], list[dict]] | None = None
+    # The lowest-scoring kept pairs of each (score, source name), lowest first (ties by id), as
+    # `SAMPLE_COLUMNS` dicts.
+    lowest: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
 
 
 def parse_card(text: str) -> Card:
@@ -190,8 +202,16 @@ def _plot_columns(table: pa.Table) -> pa.Table:
             "width": table["width"],
             "height": table["height"],
             "sha256": table["sha256"],
+            "clip_score": table["clip_score"],
+            "translation_similarity": table["translation_similarity"],
         }
     )
+
+
+def _lowest(table: pa.Table, name: str, score: str, n: int) -> list[tuple[float, str]]:
+    """`(score, id)` of the `n` pairs of source `name` in `table` with the lowest `score`."""
+    mine = table.filter(pc.and_(pc.equal(table["source_name"], name), pc.is_valid(table[score])))
+    return sorted(zip(mine[score].to_pylist(), mine["id"].to_pylist(), strict=True))[:n]
 
 
 def _example_order(row: dict) -> tuple:
@@ -225,7 +245,8 @@ def read_output(output_dir: str, samples_per_source: int = SAMPLES_PER_SOURCE) -
     """Reads `stats.json`, the card and the shards of `output_dir` (local or a Beam URL).
 
     Shards are read one at a time without their images; the samples are the first
-    `samples_per_source` pairs of each source by id, so the same output gives the same page.
+    `samples_per_source` pairs of each source by id, and as many of the lowest-scoring by each
+    score (ties by id), so the same output gives the same page.
     """
     stats_text = read_text(join(output_dir, "stats.json"))
     if stats_text is None:
@@ -237,6 +258,8 @@ def read_output(output_dir: str, samples_per_source: int = SAMPLES_PER_SOURCE) -
     tables = []
     # (id, shard path) of each source's candidates: a shard's smallest ids per source.
     candidates: dict[str, list[tuple[str, str]]] = {}
+    # (score, id, shard path) of the lowest-scoring candidates of each (score, source).
+    low: dict[tuple[str, str], list[tuple[float, str, str]]] = {}
     for path in paths:
         table = _read_columns(path, STAT_COLUMNS)
         tables.append(_plot_columns(table))
@@ -245,13 +268,19 @@ def read_output(output_dir: str, samples_per_source: int = SAMPLES_PER_SOURCE) -
             candidates.setdefault(name, []).extend(
                 (i, path) for i in sorted(ids)[:samples_per_source]
             )
+            for score in SCORES:
+                low.setdefault((score, name), []).extend(
+                    (value, i, path) for value, i in _lowest(table, name, score, samples_per_source)
+                )
     rows = pa.concat_tables(tables) if tables else _plot_columns(SCHEMA.empty_table())
 
     chosen = {name: sorted(c)[:samples_per_source] for name, c in candidates.items()}
+    lowest = {key: sorted(c)[:samples_per_source] for key, c in low.items() if c}
     by_shard: dict[str, set[str]] = {}
-    for picks in chosen.values():
-        for pair_id, path in picks:
-            by_shard.setdefault(path, set()).add(pair_id)
+    for pair_id, path in [*(p for picks in chosen.values() for p in picks)] + [
+        (i, path) for picks in lowest.values() for _, i, path in picks
+    ]:
+        by_shard.setdefault(path, set()).add(pair_id)
     # Keyed by source too: one record read by two sources (`wit`, `wit#2`) has one id.
     found: dict[tuple[str, str], dict] = {}
     for path, ids in sorted(by_shard.items()):
@@ -259,8 +288,12 @@ def read_output(output_dir: str, samples_per_source: int = SAMPLES_PER_SOURCE) -
         table = table.filter(pc.is_in(table["id"], pa.array(sorted(ids))))
         found.update(((row["source_name"], row["id"]), row) for row in table.to_pylist())
     samples = {name: [found[name, i] for i, _ in picks] for name, picks in chosen.items()}
+    lowest_rows = {
+        (score, name): [found[name, i] for _, i, _ in picks]
+        for (score, name), picks in lowest.items()
+    }
     rejected = read_rejected(output_dir)
-    return OutputData(output_dir, stats, card, rows, samples, len(paths), rejected)
+    return OutputData(output_dir, stats, card, rows, samples, len(paths), rejected, lowest_rows)
 
 
 # ---------------------------------------------------------------------------- plots
@@ -775,6 +808,9 @@ def sample_card(row: dict) -> str:
         facts.append(("langid", f"{row['langid_score']:.3f}"))
     if row.get("translation_score") is not None:
         facts.append(("translation", f"{row['translation_score']:.3f}"))
+    for score in SCORES:
+        if row.get(score) is not None:
+            facts.append((score, f"{row[score]:.4f}"))
     if row.get("width") is not None:
         facts.append(("size", f"{row['width']}×{row['height']}"))
     if row.get("page_title") or row.get("page_url"):
@@ -805,6 +841,148 @@ def section_samples(data: OutputData, n: int) -> str:
         parts.append(
             f'<div class="source" data-source="{esc(name)}"><h3>{esc(name)}</h3>{body}</div>'
         )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+SCORE_TITLES = {
+    "clip_score": "Image–caption agreement (clip_score)",
+    "translation_similarity": "Agreement of the translation with its English "
+    "(translation_similarity)",
+}
+SERIES_COLORS = ("#4c72b0", "#c44e52")  # the pairs, the mismatched pairs
+
+
+def manifest_thresholds(card: Card) -> dict[str, float]:
+    """The absolute thresholds the build's manifest set on the scores (`filters.min_clip_score`,
+    `filters.min_translation_similarity`), by score."""
+    try:
+        raw = yaml.safe_load(card.manifest_text or "")
+    except yaml.YAMLError:
+        return {}
+    filters = raw.get("filters") if isinstance(raw, dict) else None
+    if not isinstance(filters, dict):
+        return {}
+    found = {score: filters.get(f"min_{score}") for score in SCORES}
+    return {
+        score: float(value)
+        for score, value in found.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def plot_scores(summaries: dict[str, tuple[dict, dict]], xlabel: str, threshold: float | None):
+    """One panel per source: the histogram of a score (`stats.json`'s `scores`) over its pairs
+    and over the mismatched pairs, each as shares of its own count, and the manifest's
+    threshold as a dashed line."""
+    names = list(summaries)
+    fig = _figure(8, 1.5 * len(names) + 0.7)
+    axes = fig.subplots(len(names), 1, squeeze=False, sharex=True)[:, 0]
+    occupied = []
+    for ax, name in zip(axes, names, strict=True):
+        for summary, label, color, fill in zip(
+            summaries[name],
+            ("pairs", "mismatched pairs"),
+            SERIES_COLORS,
+            (True, False),
+            strict=True,
+        ):
+            counts = np.asarray(summary["histogram"]["counts"], dtype=np.float64)
+            if not counts.sum():
+                continue
+            low, high = summary["histogram"]["low"], summary["histogram"]["high"]
+            edges = np.linspace(low, high, len(counts) + 1)
+            label = f"{label} (n={summary['count']})"
+            # The pairs filled, the baseline a line over them: both stay visible.
+            style = {"fill": True, "alpha": 0.35} if fill else {"linewidth": 1.8}
+            ax.stairs(counts / counts.sum(), edges, color=color, label=label, **style)
+            used = np.flatnonzero(counts)
+            occupied += [edges[used[0]], edges[used[-1] + 1]]
+        if threshold is not None:
+            ax.axvline(threshold, color="#333", linestyle="--", linewidth=1, label="threshold")
+        ax.set_title(name, loc="left", fontsize=10, fontweight="bold")
+        ax.set_ylabel("share", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=8)
+    if threshold is not None:
+        occupied.append(threshold)
+    if occupied:
+        width = 0.05
+        axes[-1].set_xlim(max(-1.0, min(occupied) - width), min(1.0, max(occupied) + width))
+    axes[-1].set_xlabel(xlabel)
+    return svg_data_uri(fig)
+
+
+def score_table(score: str, scores: dict) -> str:
+    """Count, mean, min and max of a score and of its mismatched baseline per source, each tied
+    to its place in `stats.json` (`data-stat="scores.wit.clip_score.mean"`)."""
+    body = []
+    for name, summaries in scores.items():
+        for key, series in ((score, "pairs"), (score + MISMATCHED, "mismatched pairs")):
+            summary = summaries[key]
+            cells = "".join(
+                _stat(f"scores.{name}.{key}.{k}", summary[k])
+                if summary[k] is not None
+                else '<td class="num">–</td>'
+                for k in SCORE_FIELDS
+            )
+            body.append(f"<tr><th>{esc(name)}</th><td>{series}</td>{cells}</tr>")
+    head = "".join(f"<th>{k}</th>" for k in ("source", "scored", *SCORE_FIELDS))
+    return (
+        f'<table class="summary"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def section_scores(data: OutputData, samples_per_source: int) -> str:
+    """Per score: its distribution per source against the mismatched baseline's, their
+    summaries, and the lowest-scoring kept pairs of each source; or that scoring was off."""
+    scores = data.stats.get("scores")
+    if scores is None:
+        return (
+            '<section id="scores"><h2>Scores</h2><p class="empty">Scoring was off for this '
+            "build (its manifest has no <code>scoring</code> section): <code>clip_score</code> "
+            "and <code>translation_similarity</code> are null.</p></section>"
+        )
+    thresholds = manifest_thresholds(data.card)
+    parts = [
+        '<section id="scores"><h2>Scores</h2>'
+        "<p>Every pair the scoring stage kept, before the score filters "
+        "(<code>stats.json</code>'s <code>scores</code>), against deliberately mismatched pairs "
+        "of the same run: each pair's image with the Arabic caption of another pair of its "
+        "source, its Arabic with another pair's English. A threshold means something only "
+        "against its own model: set it where the pairs part from the mismatched ones. Each "
+        "series is drawn as shares of its own count; a dashed line is the manifest's "
+        "threshold.</p>"
+    ]
+    for score in SCORES:
+        shown = {
+            name: (s[score], s[score + MISMATCHED])
+            for name, s in scores.items()
+            if s[score]["count"] or s[score + MISMATCHED]["count"]
+        }
+        plot = (
+            _img(plot_scores(shown, score, thresholds.get(score)), f"{score} against mismatched")
+            if shown
+            else '<p class="empty">No pair has this score.</p>'
+        )
+        parts.append(f"<h3>{esc(SCORE_TITLES[score])}</h3>{plot}{score_table(score, scores)}")
+        parts.append(
+            f"<h4>Lowest {esc(score)} kept</h4><p>The {samples_per_source} kept pairs of each "
+            f"source with the lowest <code>{esc(score)}</code>, lowest first.</p>"
+        )
+        for name in scores:
+            rows = data.lowest.get((score, name), [])
+            cards = "".join(sample_card(r) for r in rows)
+            body = (
+                f'<div class="grid">{cards}</div>'
+                if rows
+                else '<p class="empty">No kept pair has this score.</p>'
+            )
+            parts.append(
+                f'<div class="lowest" data-source="{esc(name)}" data-score="{esc(score)}">'
+                f"<h5>{esc(name)}</h5>{body}</div>"
+            )
     parts.append("</section>")
     return "".join(parts)
 
@@ -884,6 +1062,7 @@ def render_report(data: OutputData, samples_per_source: int = SAMPLES_PER_SOURCE
             ("funnel", "funnel"),
             ("pairs", "pairs"),
             ("distributions", "distributions"),
+            ("scores", "scores"),
             ("samples", "samples"),
             ("manifest", "manifest"),
         ]
@@ -896,6 +1075,7 @@ def render_report(data: OutputData, samples_per_source: int = SAMPLES_PER_SOURCE
         f"{section_funnel(data.stats, data.rejected)}"
         f"{section_pairs(data)}"
         f"{section_distributions(data, colors)}"
+        f"{section_scores(data, samples_per_source)}"
         f"{section_samples(data, samples_per_source)}"
         f"{section_manifest(data.card)}"
         f'<footer><p class="empty">Made by <code>python -m pipeline report</code>.'

@@ -10,7 +10,8 @@ readers have no input to watch: theirs are their outputs, counted as `read` coun
 Beam metrics are not committed by every runner, so none of this uses them.
 
 Timings differ from run to run; `comparable` is a stats dict without them (the accounting that
-reruns must repeat exactly).
+reruns must repeat exactly), and without the scores of the mismatched baseline, which depend on
+how the runner batched the pairs.
 """
 
 from __future__ import annotations
@@ -97,5 +98,13 @@ def build_timings(entries: Iterable[tuple[str, float, float, int]], order: Itera
 
 
 def comparable(stats: dict) -> dict:
-    """`stats` without its `timings`: what two runs of the same inputs agree on."""
-    return {key: value for key, value in stats.items() if key != TIMINGS}
+    """`stats` without its `timings`, and without the mismatched baseline's summaries of
+    `scores` (which pairs meet in a batch is the runner's choice: `pipeline.scoring.stage`):
+    what two runs of the same inputs agree on."""
+    kept = {key: value for key, value in stats.items() if key != TIMINGS}
+    if "scores" in kept:
+        kept["scores"] = {
+            source: {name: s for name, s in summaries.items() if not name.endswith("_mismatched")}
+            for source, summaries in kept["scores"].items()
+        }
+    return kept

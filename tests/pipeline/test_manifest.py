@@ -214,6 +214,18 @@ def test_integer_score_becomes_float(project):
     assert isinstance(m.filters.langid_min_score, float)
 
 
+def test_score_filters_parse_and_default_to_off(project):
+    raw = score_filters(
+        min_clip_score=0, min_translation_similarity=-0.25, keep_top={"clip_score": 0.7}
+    )
+    f = load_manifest(str(write_manifest(project, raw))).filters
+    assert (f.min_clip_score, f.min_translation_similarity) == (0.0, -0.25)
+    assert isinstance(f.min_clip_score, float)
+    assert f.keep_top == (("clip_score", 0.7),) and f.on_scores
+    assert not FiltersConfig().on_scores
+    assert FiltersConfig().keep_top == () and FiltersConfig().min_clip_score is None
+
+
 def test_defaults_apply_when_sections_are_omitted(project):
     m = load_manifest(str(write_manifest(project, {"sources": [WIT]})))
     assert m.name == "arabic-pairs"
@@ -306,8 +318,57 @@ FLICKR = {
     "images": "flickr8k/Flicker8k_Dataset",
 }
 
+SCORED = {"model": "models/mclip-onnx"}
+
+
+def score_filters(**filters) -> dict:
+    return {"sources": [WIT], "scoring": SCORED, "filters": filters}
+
+
 ERRORS = [
     # (id, manifest, key path, a part of the problem)
+    (
+        "min_clip_score above 1",
+        score_filters(min_clip_score=1.5),
+        "filters.min_clip_score",
+        "must be in [-1, 1]",
+    ),
+    (
+        "min_translation_similarity below -1",
+        score_filters(min_translation_similarity=-2),
+        "filters.min_translation_similarity",
+        "must be in [-1, 1]",
+    ),
+    (
+        "keep_top of an unknown score",
+        score_filters(keep_top={"clip": 0.5}),
+        "filters.keep_top.clip",
+        "unknown score (one of clip_score, translation_similarity)",
+    ),
+    (
+        "keep_top of nothing",
+        score_filters(keep_top={"clip_score": 0}),
+        "filters.keep_top.clip_score",
+        "must be a fraction in (0, 1]",
+    ),
+    (
+        "keep_top of more than all",
+        score_filters(keep_top={"translation_similarity": 1.5}),
+        "filters.keep_top.translation_similarity",
+        "must be a fraction in (0, 1]",
+    ),
+    (
+        "keep_top without its score",
+        score_filters(keep_top=0.7),
+        "filters.keep_top",
+        "expected a mapping, got 0.7",
+    ),
+    (
+        "a score filter without scoring",
+        {"sources": [WIT], "filters": {"min_clip_score": 0.0}},
+        "filters.min_clip_score",
+        "filters a score, and nothing is scored without scoring.model",
+    ),
     ("unknown top-level key", {"sources": [WIT], "filter": {}}, "filter", "unknown key"),
     (
         "unknown source key",
@@ -768,6 +829,40 @@ def test_cli_reports_every_manifest_problem_at_once(project, tmp_path, capsys):
         ]
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_lists_every_score_filter_without_a_model_with_the_other_problems(
+    project, tmp_path, capsys
+):
+    filters = {"min_clip_score": 0.2, "min_translation_similarity": 3, "keep_top": {"x": 1}}
+    manifest = write_manifest(project, {"sources": [WIT], "filters": filters})
+    code, err, stdout = run_cli(capsys, manifest, tmp_path / "out")
+    assert code == 2 and stdout == ""
+    assert sorted(err) == sorted(
+        [
+            "error: filters.min_translation_similarity: must be in [-1, 1]",
+            "error: filters.keep_top.x: unknown score (one of clip_score, translation_similarity)",
+            *(
+                f"error: filters.{key}: filters a score, and nothing is scored without "
+                "scoring.model"
+                for key in ("min_clip_score", "min_translation_similarity", "keep_top")
+            ),
+        ]
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_made_in_code_with_a_score_filter_and_no_model_is_not_built(project):
+    from pipeline.build import check_buildable
+
+    m = load_manifest(str(write_manifest(project, {"sources": [WIT]})))
+    with pytest.raises(ManifestError) as caught:
+        check_buildable(
+            dataclasses.replace(m, filters=FiltersConfig(keep_top=(("clip_score", 1),)))
+        )
+    assert caught.value.problems == [
+        "filters.keep_top: filters a score, and nothing is scored without scoring.model"
+    ]
 
 
 @pytest.mark.parametrize(

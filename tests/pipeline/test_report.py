@@ -60,10 +60,14 @@ def report_of(out: Path) -> Built:
     )
 
 
-def stat_value(stats: dict, key: str) -> int:
-    """The number `data-stat="wit.dropped.other_language"` (or `kept`) names in stats.json."""
+def stat_value(stats: dict, key: str) -> int | float:
+    """The number `data-stat="wit.dropped.other_language"` (or `kept`, or
+    `scores.wit.clip_score.mean`) names in stats.json."""
     if key in ("kept", "duplicates_removed"):
         return stats[key]
+    if key.startswith("scores."):
+        _, name, summary, field = key.split(".")
+        return stats["scores"][name][summary][field]
     name, what = key.split(".", 1)
     source = stats["sources"][name]
     if what.startswith("dropped."):
@@ -76,6 +80,13 @@ def every_stat_key(stats: dict) -> set[str]:
     for name, s in stats["sources"].items():
         keys |= {f"{name}.read", f"{name}.kept"}
         keys |= {f"{name}.dropped.{reason}" for reason in s["dropped"]}
+    for name, summaries in stats.get("scores", {}).items():
+        for summary, values in summaries.items():
+            keys |= {
+                f"scores.{name}.{summary}.{field}"
+                for field in ("count", "mean", "min", "max")
+                if values[field] is not None
+            }
     return keys
 
 
@@ -87,7 +98,8 @@ def metric(soup: BeautifulSoup, key: str) -> str:
 def assert_numbers_equal_stats(built: Built) -> None:
     cells = built.soup.select("[data-stat]")
     for cell in cells:
-        assert int(cell.get_text()) == stat_value(built.stats, cell["data-stat"]), cell
+        value = stat_value(built.stats, cell["data-stat"])
+        assert type(value)(cell.get_text()) == value, cell
     assert {c["data-stat"] for c in cells} == every_stat_key(built.stats)
     assert not built.soup.select(".warn")
 
@@ -447,3 +459,100 @@ def test_a_plot_drawn_again_gives_the_same_svg():
     assert len(drawn) == 1
     svg = base64.b64decode(drawn.pop().split(",", 1)[1]).decode("utf-8")
     assert 'clip-path="url(#clip0)"' in svg
+
+
+# ---------------------------------------------------------------------------- scores
+
+
+def test_without_scoring_the_scores_section_says_it_was_off(demo):
+    section = demo.soup.select_one("section#scores")
+    assert "Scoring was off" in section.get_text()
+    assert not section.select("img, [data-stat], figure")
+
+
+SCORED_ARABIC = [
+    "سوق الحميدية القديم في مدينة دمشق",
+    "نهر النيل عند الغروب",
+    "قلعة حلب فوق التل",
+    # No tag to the text filters, but markup to a browser: unescaped, it would hide the rest.
+    'جامع الأزهر <!-- <3 & "في" القاهرة',
+]
+SCORED_ENGLISH = {
+    "A bird sitting on a branch": "طائر يجلس على غصن",
+    "A small boat on a calm sea": "قارب صغير على بحر هادئ",
+    "A cat sleeping on a sofa": "قطة نائمة على أريكة",
+}
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, siglip_model) -> Built:
+    from cli_runs import memory
+    from image_samples import jpeg
+
+    tmp_path = tmp_path_factory.mktemp("scored")
+    (tmp_path / "images").mkdir()
+    lines = {"ar": "path\tcaption\n", "en": "path\tcaption\n"}
+    captions = [("ar", c) for c in SCORED_ARABIC] + [("en", c) for c in SCORED_ENGLISH]
+    for i, (language, caption) in enumerate(captions):
+        (tmp_path / "images" / f"{i}.jpg").write_bytes(jpeg(96, 64, seed=i))
+        lines[language] += f"{i}.jpg\t{caption}\n"
+    for language, text in lines.items():
+        (tmp_path / f"{language}.tsv").write_text(text, encoding="utf-8")
+    memory(tmp_path, SCORED_ENGLISH)
+    shutil.copytree(siglip_model, tmp_path / "models" / "clip")
+    manifest = write_manifest(
+        tmp_path,
+        "name: scored\nsources:\n"
+        "  - kind: pairs\n    paths: [ar.tsv]\n    language: ar\n    image_root: images\n"
+        "  - kind: pairs\n    paths: [en.tsv]\n    language: en\n    image_root: images\n"
+        "translation: {memory: memory.tsv}\n"
+        "scoring: {model: models/clip, device: cpu, batch_size: 8}\n"
+        "filters:\n  langid_min_score: 0\n  langid_labels: [ar, arz, fa, ur]\n"
+        "  min_clip_score: -1\n  keep_top: {clip_score: 1.0}\n",
+    )
+    assert main(["run", str(manifest), "--output", str(tmp_path / "out")]) == 0
+    return report_of(tmp_path / "out")
+
+
+def test_the_scores_are_shown_against_their_mismatched_baselines(scored):
+    assert_numbers_equal_stats(scored)  # the summaries of `scores` included
+    section = scored.soup.select_one("section#scores")
+    for name, summaries in scored.stats["scores"].items():
+        for summary in summaries:
+            if summaries[summary]["count"]:
+                cell = section.select_one(f'[data-stat="scores.{name}.{summary}.count"]')
+                assert int(cell.get_text()) == summaries[summary]["count"]
+    # One plot per score: a panel per source, its pairs against the mismatched pairs.
+    plots = section.select("img.plot")
+    assert [p["alt"] for p in plots] == [
+        "clip_score against mismatched",
+        "translation_similarity against mismatched",
+    ]
+    for plot in plots:
+        svg = base64.b64decode(plot["src"].split(",", 1)[1]).decode("utf-8")
+        assert "<text" not in svg and not ARABIC.search(svg)
+
+
+def test_the_lowest_scoring_kept_pairs_are_shown_with_their_score_escaped(scored):
+    section = scored.soup.select_one("section#scores")
+    assert not scored.soup.find_all("script")
+    for score in ("clip_score", "translation_similarity"):
+        for name in scored.stats["sources"]:
+            mine = [r for r in scored.rows if r["source_name"] == name and r[score] is not None]
+            lowest = sorted(mine, key=lambda r: (r[score], r["id"]))[:8]
+            block = section.select_one(f'div.lowest[data-source="{name}"][data-score="{score}"]')
+            figures = block.select("figure.sample")
+            assert [f["data-id"] for f in figures] == [r["id"] for r in lowest]
+            for figure, row in zip(figures, lowest, strict=True):
+                facts = {
+                    dt.get_text(): dt.find_next_sibling("dd").get_text() for dt in figure("dt")
+                }
+                assert facts[score] == f"{row[score]:.4f}"
+                assert figure.select_one('p[dir="rtl"]').get_text() == row["caption_ar"]
+                assert figure.img["src"].startswith("data:image/jpeg;base64,")
+            if not lowest:  # genuine captions have no translation_similarity
+                assert block.select_one("p.empty").get_text() == "No kept pair has this score."
+    (markup,) = [r["caption_ar"] for r in scored.rows if "<!--" in r["caption_ar"]]
+    assert markup in section.get_text()  # shown as text
+    assert "جامع الأزهر &lt;!-- &lt;3 &amp; &quot;في&quot; القاهرة" in scored.html
+    assert "<!--" not in scored.html

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.records import GENUINE, Drop, Pair
+from pipeline.scoring.summary import SUMMARIES, empty_summary, summarize
 from pipeline.stats import ComputeStats, build_stats, check_stats
+from pipeline.timings import comparable
 
 
 def test_every_source_appears_in_manifest_order_even_when_empty():
@@ -69,3 +73,44 @@ def test_compute_stats_counts_from_the_data():
                 ]
             ),
         )
+
+
+def test_a_scored_run_has_every_summary_of_every_source_and_reruns_compare_without_baselines():
+    pairs = [Pair(str(i), "wit", "wit", str(i), "نص", GENUINE) for i in range(2)]
+    summary = summarize([0.2, 0.4])
+    with TestPipeline() as p:
+        emitted = p | "Pairs" >> beam.Create(pairs)
+        nothing = p | "NoDrops" >> beam.Create([Drop("wit", "x")]) | beam.Filter(lambda d: False)
+        scores = p | "Scores" >> beam.Create([("wit", "clip_score", summary)])
+        stats = (emitted, nothing, emitted, nothing, scores) | ComputeStats(
+            ["wit", "coco"], scored=True
+        )
+        assert_that(
+            stats | beam.Map(lambda s: s["scores"]),
+            equal_to(
+                [
+                    {
+                        "wit": {
+                            "clip_score": summary,
+                            "clip_score_mismatched": empty_summary(),
+                            "translation_similarity": empty_summary(),
+                            "translation_similarity_mismatched": empty_summary(),
+                        },
+                        "coco": {name: empty_summary() for name in SUMMARIES},
+                    }
+                ]
+            ),
+        )
+    # Which pairs met in a batch decides the baselines: reruns are compared without them.
+    stats = build_stats([("read", "wit", 1), ("kept", "wit", 1)], ["wit"], scored=True)
+    other = json.loads(json.dumps(stats))
+    other["scores"]["wit"]["clip_score_mismatched"] = summary
+    other["timings"] = {"write": {"seconds": 1.0}}
+    assert (
+        comparable(other)
+        == comparable(stats)
+        != comparable(
+            {**stats, "scores": {"wit": {**stats["scores"]["wit"], "clip_score": summary}}}
+        )
+    )
+    assert "scores" not in build_stats([("read", "wit", 1), ("kept", "wit", 1)], ["wit"])

@@ -16,8 +16,16 @@ from image_samples import jpeg
 
 from pipeline.config import ScoringConfig
 from pipeline.records import GENUINE, TRANSLATED, Pair
+from pipeline.scoring import stage
 from pipeline.scoring.model import ClipModel, Preprocessor, embed_images, embed_texts
-from pipeline.scoring.stage import ClipHandler, ScorePairs
+from pipeline.scoring.stage import (
+    ClipHandler,
+    ScoreInput,
+    ScorePairs,
+    mismatched_partners,
+    score_batch,
+)
+from pipeline.scoring.summary import summarize
 from pipeline.store import ImageStore, StoredImage
 
 LONG = " ".join(["سوق قديم مزدحم بالناس في وسط المدينة عند المساء"] * 12)
@@ -201,5 +209,139 @@ def test_the_handler_travels_without_its_tokenizer(siglip_model):
     assert handler.preprocessor().spec.flavour == "siglip"
     again = pickle.loads(pickle.dumps(handler))
     assert again._preprocessor is None
-    assert again.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 32}
+    assert again.batch_elements_kwargs() == {"min_batch_size": 32, "max_batch_size": 32}
     assert np.isfinite(again.preprocessor().ids(["قطة"]).ids).all()
+
+
+# ---------------------------------------------------------------------------- the baseline
+
+
+def score_input(pair_id: str, source: str, image: str | None, ar: str, en: str | None = None):
+    return ScoreInput(image, ar, en, source, pair_id, image)
+
+
+def partner_ids(batch: list[ScoreInput], partners: list[int | None]) -> dict[str, str | None]:
+    return {
+        x.pair_id: None if j is None else batch[j].pair_id
+        for x, j in zip(batch, partners, strict=True)
+    }
+
+
+def test_a_mismatched_partner_is_the_next_pair_of_its_source_by_id_with_other_image_and_text():
+    batch = [
+        score_input("a4", "a", "z", "c4"),
+        score_input("b1", "b", "x", "c1"),  # alone of its source: no partner
+        score_input("a2", "a", "x", "c2"),  # a1's image
+        score_input("a1", "a", "x", "c1"),
+        score_input("a3", "a", "y", "c1"),  # a1's caption
+        score_input("a5", "a", None, "c5"),  # no image: no clip partner, nobody's partner
+    ]
+    partners = mismatched_partners(batch, [True] * len(batch), "image_key")
+    named = partner_ids(batch, partners)
+    assert named == {"a1": "a4", "a2": "a3", "a3": "a4", "a4": "a1", "b1": None, "a5": None}
+    # The order the batch came in does not matter; a pair that is not eligible takes no part.
+    again = mismatched_partners(batch[::-1], [True] * len(batch), "image_key")
+    assert partner_ids(batch[::-1], again) == named
+    eligible = [x.pair_id != "a4" for x in batch]
+    partners = mismatched_partners(batch, eligible, "image_key")
+    named = partner_ids(batch, partners)
+    # a1 has none left: a2 shows its picture, a3 says its caption.
+    assert named == {"a1": None, "a2": "a3", "a3": "a2", "a4": None, "b1": None, "a5": None}
+
+
+def test_a_translation_partner_has_another_english_and_another_picture():
+    batch = [
+        score_input("t1", "a", "x", "ع1", "e1"),
+        score_input("t2", "a", "x", "ع2", "e2"),  # t1's picture: COCO's captions of one image
+        score_input("t3", "a", "y", "ع3", "e1"),  # t1's English
+        score_input("t4", "a", None, "ع4", "e4"),  # URL-only: no picture to share
+        score_input("g1", "a", "z", "ع5"),  # genuine: no English
+    ]
+    partners = mismatched_partners(batch, [True] * len(batch), "caption_en")
+    named = partner_ids(batch, partners)
+    assert named == {"t1": "t4", "t2": "t3", "t3": "t4", "t4": "t1", "g1": None}
+
+
+@pytest.fixture
+def three(store) -> tuple[ImageStore, list[Pair]]:
+    """Three translated pairs with their own pictures and one genuine pair of another source."""
+    image_store, refs = store
+    pairs = [
+        pair(1, "قطة نائمة على أريكة حمراء", refs[0], english="A cat asleep on a red sofa"),
+        pair(2, "رجل يركب دراجة في الشارع", refs[1], english="A man riding a bicycle"),
+        pair(3, "طائر على غصن شجرة", refs[2], english="A bird on the branch of a tree"),
+    ]
+    lone = pair(4, "سوق قديم", refs[0])._replace(source_name="other")
+    return image_store, [*pairs, lone]
+
+
+def embeddings(folder: str, store: ImageStore, pairs: list[Pair]):
+    """Each pair's image, Arabic and English embeddings, the runtime called on each alone."""
+    prep, model = Preprocessor(folder), ClipModel(folder, "cpu")
+    out = {}
+    for p in pairs:
+        (picture,), _ = embed_images(prep, model, [store.read(p.image_ref)])
+        (ar,), _ = embed_texts(prep, model, [p.caption_ar])
+        en = embed_texts(prep, model, [p.caption_en])[0][0] if p.caption_en else None
+        out[p.id] = (picture, ar, en)
+    return out
+
+
+def test_the_mismatched_scores_of_a_batch_are_the_dot_products_of_the_derangement(
+    clip_model, three
+):
+    image_store, pairs = three
+    vectors = embeddings(clip_model, image_store, pairs)
+    ids = [p.id for p in pairs[:3]]  # id01 < id02 < id03: each is matched with the next
+    partner = {ids[i]: ids[(i + 1) % 3] for i in range(3)}
+    batch = [stage.score_input(p) for p in reversed(pairs)]
+    scores = score_batch(Preprocessor(clip_model), ClipModel(clip_model, "cpu"), image_store, batch)
+    for x, s in zip(batch, scores, strict=True):
+        if x.source_name == "other":
+            assert s.clip_mismatched is None and s.translation_mismatched is None
+            continue
+        picture, ar, _ = vectors[x.pair_id]
+        _, other_ar, other_en = vectors[partner[x.pair_id]]
+        assert s.clip_mismatched == pytest.approx(float(picture @ other_ar), abs=1e-5)
+        assert s.translation_mismatched == pytest.approx(float(ar @ other_en), abs=1e-5)
+        # The pair's own scores are the matched ones.
+        assert s.clip_score == pytest.approx(float(picture @ ar), abs=1e-5)
+
+
+def test_the_stage_summarises_the_scores_and_the_mismatched_ones_per_source(
+    siglip_model, three, tmp_path
+):
+    image_store, pairs = three
+    vectors = embeddings(siglip_model, image_store, pairs)
+    ids = [p.id for p in pairs[:3]]
+    mismatched = {"clip_score_mismatched": [], "translation_similarity_mismatched": []}
+    for i, pair_id in enumerate(ids):
+        picture, ar, _ = vectors[pair_id]
+        _, other_ar, other_en = vectors[ids[(i + 1) % 3]]
+        mismatched["clip_score_mismatched"].append(float(picture @ other_ar))
+        mismatched["translation_similarity_mismatched"].append(float(ar @ other_en))
+
+    config = ScoringConfig(model=siglip_model, device="cpu", batch_size=4)  # one batch
+    p = TestPipeline()
+    _, _, summaries = p | beam.Create(pairs) | ScorePairs(config, image_store, with_scores=True)
+    summaries | beam.combiners.ToList() | beam.Map(_dump, tmp_path / "s")
+    p.run().wait_until_finish()
+    got = {(source, name): s for source, name, s in pickle.loads((tmp_path / "s").read_bytes())}
+
+    assert sorted(got) == [
+        ("other", "clip_score"),
+        ("pairs", "clip_score"),
+        ("pairs", "clip_score_mismatched"),
+        ("pairs", "translation_similarity"),
+        ("pairs", "translation_similarity_mismatched"),
+    ]
+    assert got["other", "clip_score"]["count"] == 1  # alone of its source: no baseline
+    for name, values in mismatched.items():
+        want, summary = summarize(values), got["pairs", name]
+        assert summary["count"] == 3
+        assert summary["histogram"] == want["histogram"]
+        for key in ("mean", "min", "max"):
+            assert summary[key] == pytest.approx(want[key], abs=2e-6)
+    matched = [float(vectors[i][0] @ vectors[i][1]) for i in ids]
+    assert got["pairs", "clip_score"]["mean"] == pytest.approx(summarize(matched)["mean"], abs=2e-6)
+    assert sum(got["pairs", "clip_score"]["histogram"]["counts"]) == 3
