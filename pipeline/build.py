@@ -38,14 +38,15 @@ from pipeline.sources.wikipedia import WikipediaSource
 from pipeline.stats import ComputeStats
 from pipeline.timings import READ, Clock, drop_count, one, read_stage
 from pipeline.write import WRITE, WriteDataset, staging_dir
-from translators.ctranslate import ModelFolderError, model_name
+from translators.ctranslate import ModelFolderError, language_tokens, local_model, model_name
 from translators.stage import TranslateCaptions
 
 
 def check_buildable(manifest: Manifest) -> None:
     """Refuse, before any graph is built, English sources with nothing to translate them, a
-    translation or scoring model folder that is not one (a remote one is copied here once to
-    be looked at; the workers reuse the copy), and score filters without a scoring model."""
+    translation model folder that is not one or whose language tokens are missing or wrong, a
+    scoring model folder that is not one (a remote one is copied here once to be looked at; the
+    workers reuse the copy), and score filters without a scoring model."""
     t = manifest.translation
     problems = []
     for i, source in enumerate(manifest.sources):
@@ -57,6 +58,7 @@ def check_buildable(manifest: Manifest) -> None:
     if t.model:
         try:
             model_name(t.model)
+            language_tokens(local_model(t.model), t)
         except (ModelFolderError, OSError) as err:
             problems.append(f"translation.model: {err}")
     if manifest.scoring.model:

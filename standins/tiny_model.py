@@ -7,12 +7,14 @@ Transformer (d_model 64) whose weights come from a seeded numpy generator, in th
 The model runs through the real `ctranslate2.Translator`; its Arabic is garbage, but the same
 seed and corpus give the same folder and the same translations.
 
-`build_random_model` saves a model of the exact Helsinki-NLP/opus-mt-en-ar shape (6+6 layers,
-d_model 512, 8 heads, FFN 2048, a 62k vocabulary, int8) for the benchmark. A SentencePiece model
-with a 62k vocabulary cannot be trained on a small corpus, so its `source.spm`/`target.spm` are
-small trained models and the CTranslate2 vocabulary is their pieces followed by synthetic pieces
-(`▁x00000`, …) up to the size: tokenization uses the real pieces; the decoder may emit synthetic
-ones, which decode to SentencePiece's unknown mark.
+`build_random_model` saves a model of a real model's shape for the benchmarks: by default
+Helsinki-NLP/opus-mt-en-ar's (6+6 layers, d_model 512, 8 heads, FFN 2048, a 62k vocabulary,
+int8); `SHAPES` holds the three models the README compares, with their language-token
+conventions (OPUS-MT's `>>ara<<` labels, NLLB's layout). A SentencePiece model with a 62k
+vocabulary cannot be trained on a small corpus, so its SentencePiece files are small trained
+models and the CTranslate2 vocabulary is their pieces (and the language labels) followed by
+synthetic pieces (`▁x00000`, …) up to the size: tokenization uses the real pieces; the decoder
+may emit synthetic ones, which decode to SentencePiece's unknown mark.
 
     python -m standins.tiny_model OUT_DIR [--layout opus|nllb] [--seed N]
 """
@@ -31,6 +33,42 @@ import numpy as np
 SOURCE_LANG = "eng_Latn"
 TARGET_LANG = "arb_Arab"
 LAYOUTS = ("opus", "nllb")
+
+# The real models' shapes as CTranslate2 holds them after `ct2-transformers-converter`, which
+# drops Marian's `<pad>` (the vocabulary is config.json's `vocab_size` - 1) and keeps NLLB's.
+# Sources (config.json of each model on the Hugging Face hub, read through copies and
+# fine-tunes that carry it; the hub itself is unreachable from here):
+# - Helsinki-NLP/opus-mt-en-ar: MarianMTModel, 6+6 layers, d_model 512, 8 heads, FFN 2048,
+#   swish, vocab_size 62802 (pad 62801), one shared vocabulary; its model card (Tatoeba-Challenge
+#   eng-ara opus-2020-07-03) lists the targets acm afb apc apc_Latn ara ara_Latn arq arq_Latn ary
+#   arz and requires a sentence-initial `>>id<<` token.
+# - Helsinki-NLP/opus-mt-tc-big-en-ar: MarianMTModel transformer-big, 6+6 layers, d_model 1024,
+#   16 heads, FFN 4096, relu, vocab_size 61247 (generation_config.json: pad and decoder start
+#   61246, eos 25897), `separate_vocabs: false` in tokenizer_config.json (one vocabulary for both
+#   sides), ships source.spm, target.spm and vocab.json; its release
+#   (eng-ara/opusTCv20210807+bt_transformer-big_2022-02-25, Helsinki-NLP/Tatoeba-Challenge
+#   models/eng-ara/*.yml) lists the targets acm afb apc ara arq ary arz (`>>ara<<`: Standard
+#   Arabic).
+# - facebook/nllb-200-distilled-600M: M2M100, 12+12 layers, d_model 1024, 16 heads, FFN 4096,
+#   relu, vocab_size 256206, one sentencepiece.bpe.model; `eng_Latn` / `arb_Arab` tokens.
+# The random models are pre-norm with ReLU throughout (Marian is post-norm, opus-mt-en-ar uses
+# swish): the same matrix products, so the same work within a few percent.
+OPUS_EN_AR_LABELS = (
+    ">>acm<<", ">>afb<<", ">>apc<<", ">>apc_Latn<<", ">>ara<<", ">>ara_Latn<<", ">>arq<<",
+    ">>arq_Latn<<", ">>ary<<", ">>arz<<",
+)  # fmt: skip
+TC_BIG_EN_AR_LABELS = (">>acm<<", ">>afb<<", ">>apc<<", ">>ara<<", ">>arq<<", ">>ary<<", ">>arz<<")
+SHAPES: dict[str, dict] = {
+    "opus-mt-en-ar": dict(
+        layers=6, d_model=512, heads=8, ffn=2048, vocab=62801, labels=OPUS_EN_AR_LABELS
+    ),
+    "opus-mt-tc-big-en-ar": dict(
+        layers=6, d_model=1024, heads=16, ffn=4096, vocab=61246, labels=TC_BIG_EN_AR_LABELS
+    ),
+    "nllb-200-distilled-600M": dict(
+        layers=12, d_model=1024, heads=16, ffn=4096, vocab=256206, layout="nllb"
+    ),
+}
 MODEL_FILES = (
     "model.bin",
     "config.json",
@@ -325,30 +363,51 @@ def build_random_model(
     heads: int = 8,
     ffn: int = 2048,
     vocab: int = 62000,
-    quantization: str = "int8",
+    layout: str = "opus",
+    labels: Sequence[str] = (),
+    quantization: str | None = "int8",
     seed: int = 0,
     english: Sequence[str] = ENGLISH,
     arabic: Sequence[str] = ARABIC,
     spm_vocab_size: int = 300,
     spm_model_type: str = "unigram",
     eos_bias: float = 2.0,
+    name: str = "random-opus-mt-en-ar-shape",
 ) -> str:
-    """A random-weight model of the Helsinki-NLP/opus-mt-en-ar shape (OPUS-MT layout), for
-    benchmarks: `vocab` shared pieces (the trained ones, then synthetic ones), tied embeddings.
+    """A random-weight model of a real model's shape, for benchmarks and tests: `vocab` pieces
+    shared by both sides (the trained ones, `labels`, then synthetic ones), tied embeddings.
 
-    `source.spm` and `target.spm` are trained on `english` and `arabic` with at most
-    `spm_vocab_size` pieces each (`spm_model_type`: `unigram` or `bpe`): a benchmark passes its
-    own captions and a vocabulary big enough to hold their words, so that a caption has about
-    as many tokens as the real opus-mt-en-ar SentencePiece model gives it (a small vocabulary
-    splits words into letters; on a small corpus, `bpe` keeps whole words where `unigram` stops
-    short of the size). `eos_bias` is added to the `</s>` logit: the default makes some
-    translations end by themselves; a large negative one (-50) makes every translation run to
-    the decoding limit, so that two decoders given the same limits do the same work.
+    `layout="opus"`: `source.spm` and `target.spm` trained on `english` and `arabic` with at
+    most `spm_vocab_size` pieces each, and `labels` (OPUS-MT target-language tokens such as
+    `>>ara<<`, given as `source_prefix`) in the vocabulary. `layout="nllb"`: one
+    `sentencepiece.bpe.model` trained on both with `eng_Latn` and `arb_Arab` among its pieces,
+    decoding from `</s>` as NLLB does. `spm_model_type` is `unigram` or `bpe`: a benchmark passes
+    its own captions and a vocabulary big enough to hold their words, so that a caption has
+    about as many tokens as the real tokenizer gives it (a small vocabulary splits words into
+    letters; on a small corpus, `bpe` keeps whole words where `unigram` stops short of the size).
+    `eos_bias` is added to the `</s>` logit: the default makes some translations end by
+    themselves; a large negative one (-50) makes every translation run to the decoding limit,
+    so that two decoders given the same limits do the same work. `name` titles its README.md
+    (the dataset card's model name).
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     rng = np.random.default_rng(seed)
-    source_model = train_sentencepiece(english, spm_vocab_size, model_type=spm_model_type)
-    target_model = train_sentencepiece(arabic, spm_vocab_size, model_type=spm_model_type)
-    pieces = list(dict.fromkeys([*spm_pieces(source_model), *spm_pieces(target_model)]))
+    if layout == "opus":
+        source_model = train_sentencepiece(english, spm_vocab_size, model_type=spm_model_type)
+        target_model = train_sentencepiece(arabic, spm_vocab_size, model_type=spm_model_type)
+        trained = [*spm_pieces(source_model), *spm_pieces(target_model)]
+        files = {"source.spm": source_model, "target.spm": target_model}
+    else:
+        shared_model = train_sentencepiece(
+            [*english, *arabic],
+            spm_vocab_size,
+            model_type=spm_model_type,
+            user_symbols=(SOURCE_LANG, TARGET_LANG),
+        )
+        trained = spm_pieces(shared_model)
+        files = {"sentencepiece.bpe.model": shared_model}
+    pieces = list(dict.fromkeys([*trained, *labels]))
     if len(pieces) > vocab:
         raise ValueError(f"vocab must be at least {len(pieces)}, got {vocab}")
     pieces += [f"▁x{i:05d}" for i in range(vocab - len(pieces))]
@@ -366,12 +425,13 @@ def build_random_model(
     )
     spec.register_source_vocabulary(pieces)
     spec.register_target_vocabulary(pieces)
+    if layout == "nllb":
+        spec.config.decoder_start_token = "</s>"
     readme = (
-        f"# random-opus-mt-en-ar-shape\n\nRandom weights (seed {seed}), {layers}+{layers} layers, "
-        f"d_model {d_model}, {heads} heads, FFN {ffn}, vocabulary {vocab}, {quantization}: "
-        "for benchmarks only.\n"
+        f"# {name}\n\nRandom weights (seed {seed}), {layers}+{layers} layers, "
+        f"d_model {d_model}, {heads} heads, FFN {ffn}, vocabulary {vocab}, "
+        f"{quantization or 'float32'}: for benchmarks and tests only.\n"
     )
-    files = {"source.spm": source_model, "target.spm": target_model}
     return _save(spec, folder, files, readme, quantization)
 
 

@@ -4,7 +4,8 @@ A model folder holds a CTranslate2 model (`model.bin`, `config.json`, vocabulari
 SentencePiece models in one of two layouts:
 
 - OPUS-MT: `source.spm` (English) and `target.spm` (Arabic), as `ct2-transformers-converter`
-  leaves Helsinki-NLP/opus-mt-en-ar once its SentencePiece files are copied beside it;
+  leaves Helsinki-NLP/opus-mt-tc-big-en-ar (`make model`) or opus-mt-en-ar with their
+  SentencePiece files copied beside the model;
 - NLLB: one `sentencepiece.bpe.model`; the source starts with a language token (`eng_Latn`) and
   decoding is forced to start with the target one (`arb_Arab`, given as `target_prefix`).
 
@@ -12,8 +13,9 @@ What the handler does to each Beam batch, and why:
 
 - Tokens, not text: SentencePiece pieces, then `</s>` (unless the model's `config.json` says
   CTranslate2 adds it itself, as Marian-converted models do), after `source_prefix` when there
-  is one: NLLB's `eng_Latn` by default; multi-target OPUS-MT models such as opus-mt-en-ar
-  expect a target-language token such as `>>ara<<` there.
+  is one: NLLB's `eng_Latn` by default; multi-target OPUS-MT models such as
+  opus-mt-tc-big-en-ar and opus-mt-en-ar expect a target-language token such as `>>ara<<`
+  there, and a model whose vocabulary holds such tokens is refused without one.
 - Truncation is ours and reported: a caption longer than `max_input_length` tokens (specials
   included) is cut and its `Translation.truncated` is True; CTranslate2's own silent truncation
   is switched off (`max_input_length=0`).
@@ -236,6 +238,44 @@ def _vocabulary(folder: str, side: str) -> set[str] | None:
     return None
 
 
+def _target_labels(vocabulary: Iterable[str]) -> list[str]:
+    """The OPUS-MT target-language labels (`>>ara<<`, `>>arz<<`, …) of a vocabulary."""
+    return sorted(t for t in vocabulary if t.startswith(">>") and t.endswith("<<") and len(t) > 4)
+
+
+def language_tokens(folder: str, config: TranslationConfig) -> tuple[list[str], list[str]]:
+    """The source and target prefix tokens for the local model folder `folder`: the manifest's,
+    or NLLB's `eng_Latn` / `arb_Arab` for an NLLB folder. A token missing from the model's
+    vocabulary is refused, and so is no `source_prefix` for an OPUS-MT model with several target
+    languages (its vocabulary holds labels such as `>>ara<<`): trained always to see one, it
+    translates into whichever variety it guesses without it."""
+    if detect_layout(folder) == OPUS:
+        source_prefix = [config.source_prefix] if config.source_prefix else []
+        target_prefix = [config.target_prefix] if config.target_prefix else []
+    else:
+        source_prefix = [config.source_prefix or NLLB_SOURCE]
+        target_prefix = [config.target_prefix or NLLB_TARGET]
+    for side, tokens in (("source", source_prefix), ("target", target_prefix)):
+        vocabulary = _vocabulary(folder, side)
+        if vocabulary is None:
+            continue
+        for token in tokens:
+            if token not in vocabulary:
+                raise ModelFolderError(
+                    f"{folder}: the language token {token!r} is not in the model's "
+                    f"{side} vocabulary"
+                )
+        labels = _target_labels(vocabulary) if side == "source" and not tokens else []
+        if labels:
+            shown = ", ".join(labels[:8]) + (", …" if len(labels) > 8 else "")
+            suggestion = ">>ara<<" if ">>ara<<" in labels else labels[0]
+            raise ModelFolderError(
+                f"{folder}: a multi-target OPUS-MT model (target-language tokens {shown}) "
+                f'needs translation.source_prefix, such as "{suggestion}"'
+            )
+    return source_prefix, target_prefix
+
+
 @dataclass
 class LoadedModel:
     """A CTranslate2 translator with the tokenizers and token conventions of its folder."""
@@ -259,25 +299,14 @@ def load(config: TranslationConfig) -> LoadedModel:
         raise ModelFolderError("translation.model: no model folder given")
     folder = local_model(config.model)
     layout = detect_layout(folder)
+    source_prefix, target_prefix = language_tokens(folder, config)
     if layout == OPUS:
         source_spm = spm.SentencePieceProcessor(model_file=os.path.join(folder, OPUS_FILES[0]))
         target_spm = spm.SentencePieceProcessor(model_file=os.path.join(folder, OPUS_FILES[1]))
-        source_prefix = [config.source_prefix] if config.source_prefix else []
-        target_prefix = [config.target_prefix] if config.target_prefix else []
     else:
         source_spm = target_spm = spm.SentencePieceProcessor(
             model_file=os.path.join(folder, NLLB_FILE)
         )
-        source_prefix = [config.source_prefix or NLLB_SOURCE]
-        target_prefix = [config.target_prefix or NLLB_TARGET]
-    for side, tokens in (("source", source_prefix), ("target", target_prefix)):
-        vocabulary = _vocabulary(folder, side)
-        for token in tokens:
-            if vocabulary is not None and token not in vocabulary:
-                raise ModelFolderError(
-                    f"{folder}: the language token {token!r} is not in the model's "
-                    f"{side} vocabulary"
-                )
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
         append_eos = not json.load(f).get("add_source_eos", False)
     settings = resolve_settings(config)

@@ -132,7 +132,8 @@ def test_the_full_manifest_needs_its_inputs_to_run_but_not_to_be_estimated():
         load_manifest(str(FULL))
     manifest = load_manifest(str(FULL), check_paths=False)
     assert manifest.sources[1].paths == (str(REPO / "data/wit/wit_v1.train.all-*-of-00010.tsv.gz"),)
-    assert manifest.translation.model == str(REPO / "models" / "opus-mt-en-ar-ct2")
+    assert manifest.translation.model == str(REPO / "models" / "opus-mt-tc-big-en-ar-ct2")
+    assert manifest.translation.source_prefix == ">>ara<<"
     assert (manifest.images.size, manifest.output.rows_per_shard) == (256, 10000)
 
 

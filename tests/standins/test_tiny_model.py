@@ -58,3 +58,18 @@ def test_random_model_has_the_requested_shape(tmp_path):
     translator = ctranslate2.Translator(folder, compute_type="int8", intra_threads=1)
     [result] = translator.translate_batch([["▁A", "▁cat", "</s>"]], max_decoding_length=5)
     assert 1 <= len(result.hypotheses[0]) <= 5
+
+
+def test_random_model_in_the_nllb_layout(tmp_path):
+    folder = build_random_model(
+        str(tmp_path / "nllb"), layers=1, d_model=32, heads=2, ffn=64, vocab=1000, layout="nllb"
+    )
+    files = set(os.listdir(folder))
+    assert {"sentencepiece.bpe.model", "shared_vocabulary.json"} <= files
+    assert not {"source.spm", "target.spm"} & files
+    vocabulary = json.loads((tmp_path / "nllb" / "shared_vocabulary.json").read_text())
+    assert len(vocabulary) == 1000 and {"eng_Latn", "arb_Arab"} <= set(vocabulary)
+    config = json.loads((tmp_path / "nllb" / "config.json").read_text())
+    assert config["decoder_start_token"] == "</s>"
+    with pytest.raises(ValueError, match="layout must be one of opus, nllb"):
+        build_random_model(str(tmp_path / "m"), layout="marian")
