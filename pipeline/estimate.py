@@ -212,6 +212,10 @@ REQUIRED_FIGURES = (
     "dedupe_beam_stage_seconds",
     "translate_beam4_sent_per_s",
     "translate_greedy_sent_per_s",
+    "translate_tc_big_vs_base_beam4",
+    "translate_tc_big_vs_base_greedy",
+    "translate_nllb_vs_base_beam4",
+    "translate_nllb_vs_base_greedy",
     "wikipedia_extract_pages_per_s",
     "wikipedia_requests_per_page",
     "local_rss_kb_per_pair",
@@ -590,16 +594,40 @@ class Estimate:
         return round(base + per_pair * self.pairs_in_flight)
 
 
+def model_shape(model: str | None) -> str:
+    """Which measured shape a translation model folder is, by its name: `tc_big`
+    (opus-mt-tc-big-en-ar, `make model`), `nllb` (`make model-nllb`) or `base` (opus-mt-en-ar,
+    `make model-base`, and any other name)."""
+    name = os.path.basename(os.path.normpath((model or "").rstrip("/"))).lower()
+    if "tc-big" in name:
+        return "tc_big"
+    if "nllb" in name:
+        return "nllb"
+    return "base"
+
+
 def _translate_rate(manifest: Manifest, figures: Figures, notes: list[str]) -> float:
-    """Captions per second per core at the manifest's beam size."""
-    if manifest.translation.beam_size == 1:
-        return figures.per_core("translate_greedy_sent_per_s")
+    """Captions per second per core at the manifest's beam size, for its model's shape: the
+    base shape's rate (benchmarks/translate.py) times the shape's measured ratio to it
+    (benchmarks/models.py)."""
+    greedy = manifest.translation.beam_size == 1
     if manifest.translation.beam_size > 4:
         notes.append(
             f"translation.beam_size {manifest.translation.beam_size}: only beam 4 was measured; "
             "its rate is used, so the translation cost is underestimated"
         )
-    return figures.per_core("translate_beam4_sent_per_s")
+    rate = figures.per_core(
+        "translate_greedy_sent_per_s" if greedy else "translate_beam4_sent_per_s"
+    )
+    shape = model_shape(manifest.translation.model)
+    if shape == "base":
+        return rate
+    ratio = figures.value(f"translate_{shape}_vs_base_{'greedy' if greedy else 'beam4'}")
+    notes.append(
+        f"translation at the {shape.replace('_', '-')} shape's speed: {ratio:.2f} of the base "
+        "model's (benchmarks/models.py)"
+    )
+    return rate * ratio
 
 
 def _wikimedia_floor(manifest: Manifest, sources: list[SourceEstimate], notes: list[str]) -> float:
