@@ -905,8 +905,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Scoring benchmark: {args.shape} with random weights, {args.device} "
         f"(ONNX Runtime on {onnx_device or 'no GPU provider'}), {args.threads} threads, batches "
         f"of {args.batch_size}; translated pairs of {words[0]:.1f} Arabic and {words[1]:.1f} "
-        f"English words ({figures['tokens_per_caption']} tokens a caption with its specials), "
-        f"images of {figures['image_kb_mean']} KB; medians of {args.rounds} interleaved rounds"
+        f"English words, images of {figures['image_kb_mean']} KB; medians of {args.rounds} "
+        "interleaved rounds"
     )
 
     def rate(key: str, d: dict = s) -> str:
