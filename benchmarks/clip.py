@@ -8,10 +8,12 @@ The model is built offline by `standins.tiny_clip.build_clip` at the published s
 token embeddings, 514 positions; 1.1 GB of float32 weights drawn by a seeded generator) into
 `out/bench-models/` on the first run (about 25 s) and reused after. Its `tokenizer.json` is
 then replaced by one made for the benchmark's captions: a Unigram vocabulary of their words in
-which a seeded half of the Arabic words of more than 3 letters and 30 % of the English ones are
-two pieces, the rest one, so that a caption has about as many tokens as the published XLM-R
-tokenizer gives it (an assumption, not checked here: about 1.5 tokens per Arabic word and 1.3
-per English word; the report prints the measured figures).
+which a seeded three quarters of the Arabic words of more than 3 letters and 55 % of the English
+ones are two pieces, the rest one, so that a caption has about as many tokens as the published
+XLM-R tokenizer gives it (an assumption, not checked here: about 1.5 tokens per Arabic word and
+1.3 per English word; these captions get 1.58 and 1.31, 13.4 and 15.5 tokens a caption with
+`<s>` and `</s>`; the JSON line has `tokens_per_caption` and, padding included,
+`ids_per_caption`).
 
 The pairs are translated pairs, as 88 % of the full build's are: an Arabic caption and its
 English original (both embedded: `clip_score` and `translation_similarity`), all distinct,
@@ -22,7 +24,7 @@ grain) stored as the images stage stores it, 256 px on its longest side, JPEG qu
 each pair holding its reference). Without Apache Beam (`--no-stage` on a machine without it)
 the images are files and a pair holds the file's path.
 
-1. The stage against a bare loop (`--pairs`, default 512, `--quick` 128; batches of
+1. The stage against a bare loop (`--pairs`, default 256, `--quick` 64; batches of
    `--batch-size`, default 32, `scoring.batch_size`'s default): `ScorePairs` in a DirectRunner
    pipeline over the pairs (its images read back from the store by reference, scores and drops
    collected) against a bare loop over the same pairs in batches of the same size: read the
@@ -34,11 +36,13 @@ the images are files and a pair holds the file's path.
    ONNX Runtime sessions, the tokenizer) inside its timing, as a worker does once; the load
    alone is timed apart in the bare loop, and the report also gives both rates net of it (what
    a worker scoring millions of pairs sees). The stage's batches are Beam's: `BatchElements`
-   grows them from 1 to the batch size, and the report says how many it made. A third variant,
+   grows them from 1 to the batch size, and the report says how many it made (smaller batches
+   pad their captions less: XLM-R pads to the batch's longest caption). A third variant,
    the bare loop's reads, decoding and tokenization without the towers, gives the share of the
    work that stays on the CPU when the towers run on a GPU. Ratio = bare time / stage time (the
-   goal: at least 0.9). The stage's scores must equal the bare loop's (to 1e-4).
-2. ONNX Runtime against torch (`--torch-pairs`, default 256, `--quick` 64): the same towers as
+   goal: at least 0.9). The stage's scores are checked against the bare loop's (the report
+   says by how much they differ, and warns above 1e-4).
+2. ONNX Runtime against torch (`--torch-pairs`, default 128, `--quick` 32): the same towers as
    a torch module written for the benchmark (a fused QKV projection and
    `scaled_dot_product_attention`, `F.layer_norm`, exact GELU), loaded with the very weights of
    the ONNX graphs (read back in the order `tiny_clip` drew them); before any timing the
@@ -64,9 +68,9 @@ for a quiet machine, a run during which other processes took more than 10 % of t
 repeated once and the least disturbed is kept; the report says how disturbed the kept runs were.
 The last line on stdout is one JSON object holding every figure.
 
-    python benchmarks/clip.py           # 512 pairs (256 against torch), ~10 minutes on 2 cores
-    python benchmarks/clip.py --quick   # 128 pairs (64 against torch), under 5 minutes
-    PYTHONPATH=. python3 benchmarks/clip.py --quick --no-stage --device cuda   # a GPU machine
+    python benchmarks/clip.py           # 256 pairs (128 against torch), ~6 minutes on 2 cores
+    python benchmarks/clip.py --quick   # 64 pairs (32 against torch), ~2 minutes (+30 s to build)
+    sh benchmarks/clip_gpu.sh --quick   # a GPU machine without Beam: --no-stage, cuda, then cpu
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ Where the numbers come from, in this order:
 - **Throughput**: `pipeline/figures.json`, the figures the benchmarks measured, each with
   its command and date; `cores` there turns a machine's rate into a per-core one.
 - **Assumptions** (`ASSUMPTIONS`): what nobody measured here (average bytes of an image on
-  each host, the GPU's speed: there is no GPU on the project's machine, arwiki's size), each
-  stated with its source; the JSON line repeats them.
+  each host, the translation's speed on a GPU, arwiki's size), each stated with its source;
+  the JSON line repeats them. The scoring's GPU rate is a figure (`clip_gpu_pairs_per_s`,
+  measured on an H200) where one is recorded, else the translation's GPU assumption.
 
 A worker is one core doing the work (on Dataflow: workers x vCPUs). A stage's wall clock is
 its CPU-hours over the workers, but never below its serial floor: the Wikipedia crawl is one
@@ -932,8 +933,9 @@ def format_estimate(est: Estimate) -> str:
 def format_scoring(figures: Figures, scoring: StageEstimate) -> str:
     """What the scoring stage's CPU- and GPU-hours stand for."""
     line = (
-        f"CPU-hours include the scoring on CPU ({format_hours(scoring.cpu_hours)} h, "
-        "benchmarks/clip.py); "
+        f"CPU-hours include the scoring on CPU ({format_hours(scoring.cpu_hours)} h at the rate "
+        "benchmarks/clip.py measured for the xlm-roberta-base-ViT-B-32 shape; SigLIP's ViT-B/16 "
+        "at 256 px costs more); "
     )
     gpu = figures.entries.get("clip_gpu_pairs_per_s")
     if gpu is None:
