@@ -67,6 +67,7 @@ bench: $(STAMP)
 	test -x .bench/i2d/bin/python || ($(PYTHON) -m venv .bench/i2d && \
 		.bench/i2d/bin/python -m pip install --quiet img2dataset==1.47.0)
 	@set -e; for script in benchmarks/*.py; do \
+		test $$script = benchmarks/measure.py && continue; \
 		echo "== $$script"; $(BIN)/python $$script $(BENCH_ARGS); done
 
 lint: $(STAMP)

@@ -61,11 +61,22 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from measure import (  # noqa: E402
+    RETRY_ABOVE,
+    CpuMonitor,
+    Runs,
+    chunks,
+    interleaved,
+    log,
+)
+from measure import rounded as _r  # noqa: E402
+from measure import table as _table  # noqa: E402
 
 from pipeline.config import TranslationConfig  # noqa: E402
 from pipeline.text import normalize_english  # noqa: E402
@@ -94,8 +105,6 @@ QUICK_PART1 = ((True, 4),)
 HF_CAPTIONS = 128  # section 2's captions (4 batches): HF fp32 at beam 4 does ~5 sentences/s
 QUICK_HF_CAPTIONS = 64
 WARM_UP = 16  # captions of the untimed first run of each variant
-RETRY_ABOVE = 0.10  # a timed run is repeated when other processes took more of the CPU
-RETRIES = 1
 WAIT_QUICK, WAIT_FULL = 30.0, 120.0  # seconds the runs may spend waiting for a quiet machine
 # Seconds after which runs no longer wait or repeat, so that a busy machine cannot stretch
 # the benchmark much past its budget (--quick: under 5 minutes).
@@ -237,11 +246,6 @@ def distinct_captions(count: int, seed: int = SEED) -> list[str]:
 # ---------------------------------------------------------------------------- the model
 
 
-def log(message: str) -> None:
-    """Progress goes to stderr: stdout holds only the table and the JSON line."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def ensure_model(folder: Path = MODEL_DIR) -> tuple[Path, float | None]:
     """The benchmark model folder, built on first use (built beside it, then renamed, so an
     interrupted build is never taken for a model); and the build's seconds (None: reused)."""
@@ -274,114 +278,6 @@ def ensure_model(folder: Path = MODEL_DIR) -> tuple[Path, float | None]:
 def decoding_limit(batch: Sequence[Sequence[str]]) -> int:
     """CTranslate2's one limit per call, as `translators.ctranslate` computes it."""
     return max(int(RATIO * len(tokens)) + 2 for tokens in batch)
-
-
-def chunks(items: Sequence, size: int) -> list:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-# ---------------------------------------------------------------------------- measuring
-
-
-class CpuMonitor:
-    """The share of the machine's CPU time that other processes used while it ran (Linux)."""
-
-    def __init__(self):
-        self._start = self._snapshot()
-
-    @staticmethod
-    def _snapshot() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat", encoding="ascii") as f:
-                fields = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
-        own = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
-
-    def others_share(self) -> float | None:
-        end = self._snapshot()
-        if self._start is None or end is None:
-            return None
-        busy, own, wall = (b - a for a, b in zip(self._start, end, strict=True))
-        return max(0.0, busy - own) / (wall * (os.cpu_count() or 1)) if wall > 0 else None
-
-
-def busy_share(seconds: float) -> float | None:
-    """The share of the machine's CPU that was busy over the next `seconds` (Linux)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            before = [int(x) for x in f.readline().split()[1:8]]
-        time.sleep(seconds)
-        with open("/proc/stat", encoding="ascii") as f:
-            after = [int(x) for x in f.readline().split()[1:8]]
-    except (OSError, ValueError):
-        return None
-    delta = [b - a for a, b in zip(before, after, strict=True)]
-    total = sum(delta)
-    return (total - delta[3] - delta[4]) / total if total else 0.0
-
-
-class Runs:
-    """How the timed runs went: how many, how many were repeated because other processes
-    took the CPU, how disturbed the kept ones were, and how long was spent waiting for quiet."""
-
-    def __init__(self, wait_budget: float, patience: float):
-        self.runs = self.retries = 0
-        self.worst_kept = 0.0
-        self.waited = 0.0
-        self.wait_budget = wait_budget
-        self._deadline = time.monotonic() + patience
-
-    def patient(self) -> bool:
-        """Whether runs may still wait or be repeated: not past the benchmark's time budget."""
-        return time.monotonic() < self._deadline
-
-    def wait_for_quiet(self) -> None:
-        """Before a timed run, wait while other processes keep the machine busy (within the
-        waiting budget and the time budget: the benchmark always ends)."""
-        while self.waited < self.wait_budget and self.patient():
-            share = busy_share(1.0)
-            self.waited += 1.0
-            if share is None or share < RETRY_ABOVE:
-                return
-
-
-def interleaved(
-    variants: dict[str, Callable[[], dict]], rounds: int, label: str, runs: Runs
-) -> tuple[dict[str, float], dict[str, dict]]:
-    """Median seconds of each variant over `rounds` rounds, the variants taking turns in a
-    rotating order; and the last result of each (for the checks). Each run waits for a quiet
-    machine first; one during which other processes took more than `RETRY_ABOVE` of the CPU
-    is run again (at most `RETRIES` times) and the least disturbed run is kept."""
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    results: dict[str, dict] = {}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            best = None
-            for _attempt in range(RETRIES + 1):
-                runs.wait_for_quiet()
-                monitor = CpuMonitor()
-                start = time.perf_counter()
-                results[name] = variants[name]()
-                seconds = time.perf_counter() - start
-                others = monitor.others_share() or 0.0
-                if best is None or others < best[1]:
-                    best = (seconds, others)
-                if others <= RETRY_ABOVE or not runs.patient():
-                    break
-                runs.retries += 1
-                log(f"  {name}: other processes took {others:.0%} of the CPU, run again")
-            runs.runs += 1
-            runs.worst_kept = max(runs.worst_kept, best[1])
-            times[name].append(best[0])
-        log(
-            f"{label} round {r + 1}/{rounds}: "
-            + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names)
-        )
-    return {name: statistics.median(t) for name, t in times.items()}, results
 
 
 # ---------------------------------------------------------------------------- 1. pipeline
@@ -815,18 +711,6 @@ def cc_tsv_captions(path: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- report
-
-
-def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True))]
-    lines.append("-+-".join("-" * w for w in widths))
-    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
-def _r(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def main(argv: list[str] | None = None) -> int:

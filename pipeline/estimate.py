@@ -2,7 +2,8 @@
 
 For every source it takes the records the source holds (`read`, as `stats.json` will count
 them) and the pairs expected to survive; for every stage the CPU-hours (GPU-hours for the
-translation), the bytes downloaded, the output size and the wall clock at N workers. It prints a
+translation and the scoring), the bytes downloaded, the output size and the wall clock at N
+workers. It prints a
 table and ends with one JSON line holding every figure.
 
 Where the numbers come from, in this order:
@@ -21,8 +22,9 @@ Where the numbers come from, in this order:
 - **Throughput**: `pipeline/figures.json`, the figures the benchmarks measured, each with
   its command and date; `cores` there turns a machine's rate into a per-core one.
 - **Assumptions** (`ASSUMPTIONS`): what nobody measured here (average bytes of an image on
-  each host, the GPU's speed: there is no GPU on the project's machine, arwiki's size), each
-  stated with its source; the JSON line repeats them.
+  each host, the translation's speed on a GPU, arwiki's size), each stated with its source;
+  the JSON line repeats them. The scoring's GPU rate is a figure (`clip_gpu_pairs_per_s`,
+  measured on an H200) where one is recorded, else the translation's GPU assumption.
 
 A worker is one core doing the work (on Dataflow: workers x vCPUs). A stage's wall clock is
 its CPU-hours over the workers, but never below its serial floor: the Wikipedia crawl is one
@@ -220,7 +222,11 @@ REQUIRED_FIGURES = (
     "wikipedia_requests_per_page",
     "local_rss_kb_per_pair",
     "local_rss_base_mb",
+    "clip_pairs_per_s",
 )
+# Figures `estimate` uses where they are recorded, checked like the required ones: the scoring
+# towers on a GPU (else an assumption) and the CPU work that feeds them.
+OPTIONAL_FIGURES = ("clip_gpu_pairs_per_s", "clip_reads_pairs_per_s")
 
 
 @dataclass(frozen=True)
@@ -252,8 +258,10 @@ def load_figures(path: str | os.PathLike | None = None) -> Figures:
     entries = raw.get("figures") if isinstance(raw, dict) else None
     if not isinstance(entries, dict):
         raise EstimateError(f"{path}: expected an object with a 'figures' mapping")
-    for name in REQUIRED_FIGURES:
+    for name in REQUIRED_FIGURES + OPTIONAL_FIGURES:
         entry = entries.get(name)
+        if entry is None and name in OPTIONAL_FIGURES:
+            continue
         if not isinstance(entry, dict):
             raise EstimateError(f"{path}: figures.{name}: missing")
         # `at`: the size a dedupe figure was measured at, scaled from.
@@ -654,6 +662,22 @@ def _wikimedia_floor(manifest: Manifest, sources: list[SourceEstimate], notes: l
     return hours
 
 
+def _scoring(manifest: Manifest, kept: int, figures: Figures, notes: list[str]) -> StageEstimate:
+    """The scoring stage (`scoring.model`): every kept pair, on CPU at the benchmark's rate per
+    core, or on one GPU at its measured rate (else the translation's GPU/8-core assumption)."""
+    rate = figures.per_core("clip_pairs_per_s")
+    gpu = figures.entries.get("clip_gpu_pairs_per_s")
+    if gpu is None:
+        gpu_rate = rate * 8 * ASSUMPTIONS["gpu_speedup_over_8_cores"].value
+        notes.append(
+            "scoring: no GPU figure (clip_gpu_pairs_per_s) in the figures; its GPU-hours take "
+            "the translation's GPU / 8-core ratio (gpu_speedup_over_8_cores), an assumption"
+        )
+    else:
+        gpu_rate = figures.value("clip_gpu_pairs_per_s")
+    return StageEstimate("scoring", kept, kept / rate / 3600, kept / gpu_rate / 3600, 0, 0, 0.0)
+
+
 def estimate_stages(
     manifest: Manifest, sources: list[SourceEstimate], figures: Figures, notes: list[str]
 ) -> list[StageEstimate]:
@@ -770,7 +794,8 @@ def estimate_stages(
     if manifest.images.fetch:
         per_row += ASSUMPTIONS["stored_image_bytes"].value
     write = StageEstimate("write", kept, None, None, 0, round(kept * per_row), 0.0)
-    return [read, crawl, langid, translate, images, dedupe, write]
+    scoring = [_scoring(manifest, kept, f, notes)] if manifest.scoring.model else []
+    return [read, crawl, langid, translate, images, dedupe, *scoring, write]
 
 
 def _inside(folder: str, output_dir: str) -> bool:
@@ -915,6 +940,11 @@ def format_estimate(est: Estimate) -> str:
         f"CPU-hours include the translation on CPU ({format_hours(translate.cpu_hours)} h); on "
         f"one T4-class GPU it takes {format_hours(translate.gpu_hours)} GPU-hours instead "
         "(an assumption: no GPU was measured).",
+    ]
+    scoring = next((s for s in est.stages if s.stage == "scoring"), None)
+    if scoring is not None:
+        lines.append(format_scoring(est.figures, scoring))
+    lines += [
         "Wall clock is a lower bound: the stages overlap, downloads share the link, and the "
         "crawl is serial (requests_per_second) whatever the workers.",
         f"Memory of a local run (one machine): about {format_bytes(est.local_memory_bytes)} at "
@@ -930,6 +960,33 @@ def format_estimate(est: Estimate) -> str:
         lines.append(f"Provisional figures: {', '.join(provisional)} ({est.figures.path}).")
     lines += [f"note: {n}" for n in est.notes]
     return "\n".join(lines)
+
+
+def format_scoring(figures: Figures, scoring: StageEstimate) -> str:
+    """What the scoring stage's CPU- and GPU-hours stand for."""
+    line = (
+        f"CPU-hours include the scoring on CPU ({format_hours(scoring.cpu_hours)} h at the rate "
+        "benchmarks/clip.py measured for the xlm-roberta-base-ViT-B-32 shape; SigLIP's ViT-B/16 "
+        "at 256 px costs more); "
+    )
+    gpu = figures.entries.get("clip_gpu_pairs_per_s")
+    if gpu is None:
+        return line + (
+            f"on one GPU it takes {format_hours(scoring.gpu_hours)} GPU-hours instead (an "
+            "assumption: the translation's GPU / 8-core ratio)."
+        )
+    line += (
+        f"on one {gpu.get('device', 'GPU')} its towers take {format_hours(scoring.gpu_hours)} "
+        "GPU-hours instead"
+    )
+    if "clip_reads_pairs_per_s" not in figures.entries:
+        return line + "."
+    feeding = scoring.records / figures.per_core("clip_reads_pairs_per_s") / 3600
+    cores = figures.value("clip_gpu_pairs_per_s") / figures.per_core("clip_reads_pairs_per_s")
+    return line + (
+        f", fed by {format_hours(feeding)} CPU-hours of image decoding and tokenization "
+        f"(about {cores:.0f} cores keep one GPU busy)."
+    )
 
 
 def format_image_store(est: Estimate) -> str:

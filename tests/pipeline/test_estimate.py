@@ -17,6 +17,7 @@ from pipeline.estimate import (
     estimate_json,
     format_bytes,
     format_estimate,
+    format_hours,
     load_figures,
     model_shape,
 )
@@ -124,7 +125,9 @@ def test_the_table_and_the_json_line_agree():
     assert "3.8 days" in table  # the crawl's floor
     assert data["total"]["kept"] == est.kept
     assert data["total"]["cpu_hours"] == pytest.approx(est.cpu_hours)
-    assert data["provisional"] == []  # every figure measured by its benchmark
+    # Every figure measured by its benchmark but the GPU's scoring figure, measured on an H200
+    # by a reduced script until `benchmarks/clip_gpu.sh` runs there.
+    assert data["provisional"] == ["clip_gpu_pairs_per_s"]
     assert data["assumptions"]["gpu_speedup_over_8_cores"]["value"] == pytest.approx(3.57908, 1e-5)
     assert data["profiles"]["conceptual_captions"]["survival"] == 1_427_210 / 3_318_333
     assert set(data["assumptions"]) == set(ASSUMPTIONS)
@@ -254,6 +257,66 @@ def test_a_crawl_of_a_limited_number_of_pages(tmp_path):
     assert (wiki.basis, wiki.pages, wiki.read, wiki.kept) == ("limit", 1000, 2000, 121)
     crawl = by_name(run_estimate(path).stages, "stage")["crawl"]
     assert crawl.floor_hours == pytest.approx(1000 * 1.31 / 2 / 3600)
+
+
+# ---------------------------------------------------------------------------- scoring
+
+SHARDS = "paths: ['wit/wit_v1.train.all-0000[01]-of-00010.tsv.gz']\n"
+SCORING = "scoring:\n  model: models/xlm-roberta-base-ViT-B-32-onnx\n"
+
+
+def test_a_scoring_section_adds_its_stage_recomputed_by_hand_from_figures_json(tmp_path):
+    figures = json.loads(FIGURES_PATH.read_text(encoding="utf-8"))["figures"]
+    cpu, gpu = figures["clip_pairs_per_s"], figures["clip_gpu_pairs_per_s"]
+    reads = figures["clip_reads_pairs_per_s"]
+    plain = run_estimate(write_manifest(tmp_path, f"sources:\n  - kind: wit\n    {SHARDS}"))
+    assert "scoring" not in by_name(plain.stages, "stage")
+
+    path = write_manifest(tmp_path, f"sources:\n  - kind: wit\n    {SHARDS}{SCORING}")
+    est = run_estimate(path, workers=4)
+    assert [s.stage for s in est.stages][-3:] == ["dedupe", "scoring", "write"]
+    scoring = by_name(est.stages, "stage")["scoring"]
+    # Every kept pair is scored, after dedupe: on CPU at the benchmark's rate per core, or on
+    # one GPU at its measured rate.
+    assert scoring.records == est.kept == plain.kept
+    assert scoring.cpu_hours == pytest.approx(est.kept / (cpu["value"] / cpu["cores"]) / 3600)
+    assert scoring.gpu_hours == pytest.approx(est.kept / gpu["value"] / 3600)
+    assert est.cpu_hours == pytest.approx(plain.cpu_hours + scoring.cpu_hours)
+    assert est.gpu_hours == pytest.approx(plain.gpu_hours + scoring.gpu_hours)
+    table = format_estimate(est)
+    assert any(line.split()[0] == "scoring" for line in table.splitlines()[8:])
+    # The decoding and tokenization that feed the GPU stay on CPU cores.
+    feeding = est.kept / (reads["value"] / reads["cores"]) / 3600
+    cores = gpu["value"] / (reads["value"] / reads["cores"])
+    assert (
+        f"on one {gpu['device']} its towers take {format_hours(scoring.gpu_hours)} GPU-hours "
+        f"instead, fed by {format_hours(feeding)} CPU-hours of image decoding and tokenization "
+        f"(about {cores:.0f} cores keep one GPU busy)." in table
+    )
+    assert estimate_json(est)["stages"][-2]["stage"] == "scoring"
+
+
+def test_without_a_gpu_figure_the_scoring_gpu_hours_are_an_assumption(tmp_path):
+    raw = json.loads(FIGURES_PATH.read_text(encoding="utf-8"))
+    del raw["figures"]["clip_gpu_pairs_per_s"]
+    path = tmp_path / "figures.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    manifest = write_manifest(tmp_path, f"sources:\n  - kind: wit\n    {SHARDS}{SCORING}")
+    est = estimate(load_manifest(str(manifest), check_paths=False), load_figures(path), 4, 0)
+    scoring = by_name(est.stages, "stage")["scoring"]
+    cpu = raw["figures"]["clip_pairs_per_s"]
+    per_core = cpu["value"] / cpu["cores"]
+    # The translation's assumption: a GPU does what 8 cores do, times 5320.3 / 1486.5.
+    assert scoring.gpu_hours == pytest.approx(est.kept / (per_core * 8 * 5320.3 / 1486.5) / 3600)
+    assert any("gpu_speedup_over_8_cores" in note for note in est.notes)
+    assert "GPU-hours instead (an assumption: the translation's GPU / 8-core ratio)." in (
+        format_estimate(est)
+    )
+
+    raw["figures"]["clip_gpu_pairs_per_s"] = {"value": "fast"}
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(EstimateError, match=r"figures\.clip_gpu_pairs_per_s\.value: expected a"):
+        load_figures(path)
 
 
 # ---------------------------------------------------------------------------- the command
