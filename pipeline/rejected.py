@@ -1,13 +1,14 @@
 """The dropped records as rows: `output.rejected` writes them to `DIR/rejected/`.
 
-One row per `Drop` (a reader's aggregated drop, WIT's rows of other languages, is one row whose
-`count` says how many records it stands for), so that per (source, reason) the sum of `count`
-is `stats.json`'s dropped count. `output.rejected: N` keeps at most N rows per (source, reason):
-the first by `sort_key` (records that never became pairs by file and line, pairs by id), so the
-same inputs give the same rows on any runner. Rows are spread over
-`rejected-XXXXX-of-NNNNN.parquet` shards by a hash of their sort key and sorted inside a shard,
-as the data shards are (`pipeline.write`), and are committed with them. `datasets` reads them as
-the card's `rejected` config; the `default` config is the kept pairs alone.
+One row per dropped record: the build asks readers that count some drops in bulk for one `Drop` a
+record (`pipeline.build.itemized`: WIT's rows of other languages), so every row's `count` is 1 and
+per (source, reason) the rows are `stats.json`'s dropped count (a bulk `Drop` written here would
+still be one row whose `count` says how many records it stands for). `output.rejected: N` keeps at
+most N rows per (source, reason): the first by `sort_key` (records that never became pairs by file
+and line, pairs by id), so the same inputs give the same rows on any runner. Rows are spread over
+`rejected-XXXXX-of-NNNNN.parquet` shards by a hash of their sort key and sorted inside a shard, as
+the data shards are (`pipeline.write`), and are committed with them. `datasets` reads them as the
+card's `rejected` config; the `default` config is the kept pairs alone.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ COLUMNS = (
         "stage",
         pa.string(),
         "the stage that dropped it: the source kind (its reader), translate, clean, langid, "
-        "images or dedupe",
+        "images, dedupe, scoring or score_filter",
     ),
     Column("reason", pa.string(), "the drop reason, as counted in stats.json"),
     Column("detail", pa.string(), "what the stage said (dedupe's duplicate: the survivor's id)"),
     Column(
         "count",
         pa.int64(),
-        "the input records the row stands for (above 1 only for a reader's"
-        " aggregated drop, such as WIT's rows of other languages)",
+        "the input records the row stands for: 1 (readers drop one record at a time when"
+        " rejected rows are asked for)",
     ),
     Column("caption_ar", pa.string(), "the Arabic caption, as far as the record got"),
     Column("caption_en", pa.string(), "the English original of a translated source's record"),
