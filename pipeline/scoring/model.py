@@ -325,6 +325,11 @@ def providers(device: str) -> list[str]:
             "scoring.device is cuda but ONNX Runtime has no CUDAExecutionProvider: install the "
             "onnxruntime-gpu wheel of the same version in place of onnxruntime"
         )
+    # The CUDA and cuDNN libraries of the NVIDIA wheels (`onnxruntime-gpu[cuda,cudnn]`, or
+    # torch's), loaded from site-packages, so that no LD_LIBRARY_PATH is needed.
+    preload = getattr(onnxruntime, "preload_dlls", None)
+    if preload is not None:
+        preload()
     return [CUDA, CPU]
 
 
