@@ -47,12 +47,11 @@ import pyarrow.parquet as pq
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import reasons, tars
+from pipeline import reasons, rejected, tars
 from pipeline.config import SCORES
 from pipeline.dedupe import DropDuplicates
 from pipeline.files import join, read_text, write_bytes
 from pipeline.records import GENUINE, SCHEMA, TRANSLATED
-from pipeline.rejected import REJECTED_DIR
 from pipeline.scoring.summary import MISMATCHED
 from pipeline.stats import check_stats
 from pipeline.write import CARD_KEY, DATA_DIR, REPORT_NAME, SHARD_EXTENSIONS, is_shard
@@ -97,19 +96,8 @@ SAMPLE_COLUMNS = [
     "license",
     "attribution",
 ]
-REJECTED_COLUMNS = [
-    "id",
-    "source_name",
-    "stage",
-    "reason",
-    "detail",
-    "count",
-    "caption_ar",
-    "caption_en",
-    "image_url",
-    "input_file",
-    "input_line",
-]
+# The rejected rows' columns the report shows: all of `pipeline.rejected`'s but the kind.
+REJECTED_COLUMNS = [name for name in rejected.SCHEMA.names if name != "source"]
 # Drop reasons of the dedupe stage (its declaration, but its catch-all).
 DEDUPE_REASONS = tuple(r for r in DropDuplicates.REASONS if r != DropDuplicates.REASONS.catch_all)
 # Fonts with Arabic glyphs on common systems: Linux (Noto, Amiri, DejaVu), macOS (Geeza Pro),
@@ -228,7 +216,7 @@ def read_rejected(
     """The first `per_reason` rejected records of each (source name, reason) in the
     `rejected/` shards of `output_dir`, or None when it has none. Read a shard at a time,
     keeping only the examples so far."""
-    pattern = join(output_dir, REJECTED_DIR, "rejected-*.parquet")
+    pattern = join(output_dir, rejected.REJECTED_DIR, "rejected-*.parquet")
     paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     if not paths:
         return None
@@ -292,8 +280,8 @@ def read_output(output_dir: str, samples_per_source: int = SAMPLES_PER_SOURCE) -
         (score, name): [found[name, i] for _, i, _ in picks]
         for (score, name), picks in lowest.items()
     }
-    rejected = read_rejected(output_dir)
-    return OutputData(output_dir, stats, card, rows, samples, len(paths), rejected, lowest_rows)
+    examples = read_rejected(output_dir)
+    return OutputData(output_dir, stats, card, rows, samples, len(paths), examples, lowest_rows)
 
 
 # ---------------------------------------------------------------------------- plots
