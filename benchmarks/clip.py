@@ -97,7 +97,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from measure import (  # noqa: E402
-    RETRY_ABOVE,
     CpuMonitor,
     Runs,
     chunks,
@@ -952,15 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"skipped: {torch_missing}")
     if others is not None:
-        warning = (
-            " (WARNING: the timings may be distorted)" if runs.worst_kept > RETRY_ABOVE else ""
-        )
-        print(
-            f"\nother processes used {others:.1%} of the CPU during the run (waited "
-            f"{runs.waited:.0f}s for quiet); {runs.retries} of {runs.runs} timed runs were "
-            f"repeated because they took more than {RETRY_ABOVE:.0%}; the most disturbed run "
-            f"kept: {runs.worst_kept:.1%}{warning}"
-        )
+        print(f"\n{runs.summary(others)}")
     print(json.dumps(figures, ensure_ascii=False))
     return 0
 

@@ -89,6 +89,19 @@ class Runs:
             if share is None or share < RETRY_ABOVE:
                 return
 
+    def summary(self, others: float) -> str:
+        """The report's line on how disturbed the run was; `others`: the share of the CPU other
+        processes used over the whole run (`CpuMonitor`)."""
+        warning = (
+            " (WARNING: the timings may be distorted)" if self.worst_kept > RETRY_ABOVE else ""
+        )
+        return (
+            f"other processes used {others:.1%} of the CPU during the run (waited "
+            f"{self.waited:.0f}s for quiet); {self.retries} of {self.runs} timed runs were "
+            f"repeated because they took more than {RETRY_ABOVE:.0%}; the most disturbed run "
+            f"kept: {self.worst_kept:.1%}{warning}"
+        )
+
 
 def interleaved(
     variants: dict[str, Callable[[], dict]], rounds: int, label: str, runs: Runs

@@ -51,7 +51,6 @@ from benchmarks.translate import (  # noqa: E402
     BEAM_BATCH,
     PATIENCE_FULL,
     PATIENCE_QUICK,
-    RETRY_ABOVE,
     SEED,
     SPM_CORPUS,
     SPM_VOCAB,
@@ -293,15 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if others is not None:
-        warning = (
-            " (WARNING: the timings may be distorted)" if runs.worst_kept > RETRY_ABOVE else ""
-        )
-        print(
-            f"\nother processes used {others:.1%} of the CPU during the run (waited "
-            f"{runs.waited:.0f}s for quiet); {runs.retries} of {runs.runs} timed runs were "
-            f"repeated because they took more than {RETRY_ABOVE:.0%}; the most disturbed run "
-            f"kept: {runs.worst_kept:.1%}{warning}"
-        )
+        print(f"\n{runs.summary(others)}")
     print(json.dumps(figures, ensure_ascii=False))
     return 0
 

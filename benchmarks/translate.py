@@ -68,7 +68,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from measure import (  # noqa: E402
-    RETRY_ABOVE,
     CpuMonitor,
     Runs,
     chunks,
@@ -927,15 +926,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(_table(("captions", "all", "unique", "unique share", "saved"), rows))
     if others is not None:
-        warning = (
-            " (WARNING: the timings may be distorted)" if runs.worst_kept > RETRY_ABOVE else ""
-        )
-        print(
-            f"\nother processes used {others:.1%} of the CPU during the run (waited "
-            f"{runs.waited:.0f}s for quiet); {runs.retries} of {runs.runs} timed runs were "
-            f"repeated because they took more than {RETRY_ABOVE:.0%}; the most disturbed run "
-            f"kept: {runs.worst_kept:.1%}{warning}"
-        )
+        print(f"\n{runs.summary(others)}")
     print(json.dumps(figures, ensure_ascii=False))
     return 0
 
