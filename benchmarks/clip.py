@@ -106,6 +106,7 @@ from measure import (  # noqa: E402
     table,
 )
 
+from pipeline.folders import building  # noqa: E402
 from pipeline.scoring.model import (  # noqa: E402
     TOKENIZER_JSON,
     ClipModel,
@@ -295,23 +296,15 @@ def ensure_model(shape_name: str) -> tuple[Path, float | None]:
     if (folder / "clip.json").is_file() and (folder / TOKENIZER_JSON).is_file():
         return folder, None
     flavour, shape = SHAPES[shape_name]
-    folder.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=".bench-clip-", dir=folder.parent))
-    try:
+    with building(folder, ".bench-clip-") as tmp:
         tokenizer = benchmark_tokenizer(caption_pairs(5000, SEED + 1))
         rows = max(shape.vocab, tokenizer.get_vocab_size())  # a tiny shape's table holds it too
-        build_clip(str(tmp), flavour, SEED, shape=replace(shape, vocab=rows))
-        spec = read_spec(str(tmp))
+        build_clip(tmp, flavour, SEED, shape=replace(shape, vocab=rows))
+        spec = read_spec(tmp)
         if tokenizer.token_to_id("<pad>") != spec.pad_id:
             raise RuntimeError(f"the tokenizer's <pad> is not the model's pad id {spec.pad_id}")
-        tokenizer.save(str(tmp / TOKENIZER_JSON))
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
+        tokenizer.save(os.path.join(tmp, TOKENIZER_JSON))
     return folder, time.perf_counter() - start
 
 

@@ -37,10 +37,8 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -67,6 +65,7 @@ from benchmarks.translate import (  # noqa: E402
     log,
 )
 from pipeline.config import TranslationConfig  # noqa: E402
+from pipeline.folders import building  # noqa: E402
 from standins.tiny_model import SHAPES  # noqa: E402
 
 FULL_CAPTIONS, QUICK_CAPTIONS = 256, 64
@@ -101,17 +100,15 @@ def ensure_model(name: str) -> tuple[Path, float | None]:
     folder = model_dir(name)
     if (folder / "model.bin").is_file() and (folder / "README.md").is_file():
         return folder, None
-    folder.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rng = random.Random(SEED + 1)
     corpus = [caption(rng) for _ in range(SPM_CORPUS)]
     # NLLB's one SentencePiece model is trained on the captions alone, as the OPUS-MT source
     # model is: both cut a caption into the same pieces, so the models get the same work.
     nllb = SHAPES[name].get("layout") == "nllb"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-    try:
+    with building(folder, f".{name}-") as tmp:
         build_random_model(
-            str(tmp),
+            tmp,
             **SHAPES[name],
             **({"arabic": ()} if nllb else {}),
             quantization="int8",
@@ -121,12 +118,6 @@ def ensure_model(name: str) -> tuple[Path, float | None]:
             eos_bias=-50.0,  # no translation ends by itself: every one runs to its limit
             name=f"random-{name}-shape",
         )
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
     return folder, time.perf_counter() - start
 
 

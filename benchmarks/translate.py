@@ -78,6 +78,7 @@ from measure import rounded as _r  # noqa: E402
 from measure import table as _table  # noqa: E402
 
 from pipeline.config import TranslationConfig  # noqa: E402
+from pipeline.folders import building  # noqa: E402
 from pipeline.text import normalize_english  # noqa: E402
 from standins.tiny_model import build_random_model  # noqa: E402
 
@@ -250,14 +251,12 @@ def ensure_model(folder: Path = MODEL_DIR) -> tuple[Path, float | None]:
     interrupted build is never taken for a model); and the build's seconds (None: reused)."""
     if (folder / "model.bin").is_file() and (folder / "source.spm").is_file():
         return folder, None
-    folder.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rng = random.Random(SEED + 1)
     corpus = [caption(rng) for _ in range(SPM_CORPUS)]
-    tmp = Path(tempfile.mkdtemp(prefix=".bench-model-", dir=folder.parent))
-    try:
+    with building(folder, ".bench-model-") as tmp:
         build_random_model(
-            str(tmp),
+            tmp,
             **MODEL_SHAPE,
             quantization="int8",
             english=corpus,
@@ -265,12 +264,6 @@ def ensure_model(folder: Path = MODEL_DIR) -> tuple[Path, float | None]:
             spm_model_type="bpe",
             eos_bias=-50.0,  # no translation ends by itself: every one runs to its limit
         )
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
     return folder, time.perf_counter() - start
 
 

@@ -37,13 +37,12 @@ import argparse
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from pipeline.folders import building
 from standins.tiny_model import ARABIC, ENGLISH
 
 FLAVOURS = ("siglip", "xlmr")
@@ -473,18 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     flavour, shape = SHAPES[args.shape]
-    parent = os.path.dirname(os.path.abspath(args.out_dir))
-    os.makedirs(parent, exist_ok=True)
     # Built beside the target and renamed: an interrupted build never leaves half a model.
-    tmp = tempfile.mkdtemp(prefix=".tiny-clip-", dir=parent)
-    try:
+    with building(args.out_dir, ".tiny-clip-") as tmp:
         build_clip(tmp, flavour, args.seed, shape=shape)
-        if os.path.isdir(args.out_dir):
-            shutil.rmtree(args.out_dir)
-        os.replace(tmp, args.out_dir)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
     print(args.out_dir)
     return 0
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from pipeline.folders import building
 
 SOURCE_LANG = "eng_Latn"
 TARGET_LANG = "arb_Arab"
@@ -446,17 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Built beside the target and renamed, so an interrupted build never leaves half a model
     # that a Makefile rule (which checks only that the folder exists) would take as done.
-    parent = os.path.dirname(os.path.abspath(args.out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tiny-model-", dir=parent)
-    try:
+    with building(args.out_dir, ".tiny-model-") as tmp:
         build_tiny_model(tmp, layout=args.layout, seed=args.seed)
-        if os.path.isdir(args.out_dir):
-            shutil.rmtree(args.out_dir)
-        os.replace(tmp, args.out_dir)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
     print(args.out_dir)
     return 0
 

@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from pipeline.folders import building
 from pipeline.scoring.model import (
     TOKENIZER_JSON,
     ClipModel,
@@ -507,17 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", choices=sorted(MODELS), default="siglip")
     args = parser.parse_args(argv)
     published = load_published(args.model)
-    parent = os.path.dirname(os.path.abspath(args.out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".clip-export-", dir=parent)
-    try:
+    with building(args.out_dir, ".clip-export-") as tmp:
         measured = export(published, tmp)
-        if os.path.isdir(args.out_dir):
-            shutil.rmtree(args.out_dir)
-        os.replace(tmp, args.out_dir)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
     print(
         f"{args.out_dir}: {published.spec.name}, checked against torch (cosine >= "
         f"{measured['min_cosine']:.6f}, pixels within {measured['pixel_gap']:.4f} on average)"
