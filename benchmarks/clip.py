@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import random
@@ -95,6 +94,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # image_samples: the photo-like pictures
 
 from measure import (  # noqa: E402
     CpuMonitor,
@@ -313,23 +313,11 @@ def ensure_model(shape_name: str) -> tuple[Path, float | None]:
 
 def picture(width: int, height: int, rng: np.random.Generator) -> bytes:
     """A photo-like JPEG as the images stage stores it (quality 95): smooth colour fields, a
-    few shapes, fine grain (about 25 KB at 256 px)."""
-    from PIL import Image, ImageDraw
+    few shapes, fine grain (about 25 KB at 256 px): the tests' `image_samples.photo`, finer."""
+    from image_samples import encode, photo
 
-    coarse = rng.integers(0, 256, (max(2, height // 24), max(2, width // 24), 3), dtype=np.uint8)
-    img = Image.fromarray(coarse, "RGB").resize((width, height), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(4, 12))):
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        x1 = x0 + int(rng.integers(width // 10, width // 3 + 2))
-        y1 = y0 + int(rng.integers(height // 10, height // 3 + 2))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
-    grain = rng.normal(0, 5, (height, width, 1))
-    pixels = np.clip(np.asarray(img, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(out, "JPEG", quality=STORED_QUALITY)
-    return out.getvalue()
+    img = photo(width, height, rng=rng, cell=24, shapes=(4, 12))
+    return encode(img, "JPEG", quality=STORED_QUALITY)
 
 
 def pictures(count: int, seed: int = SEED) -> list[bytes]:

@@ -11,13 +11,28 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
-def photo(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A photo-like RGB image: smooth colour regions, a few shapes, some fine grain."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (max(2, height // 96), max(2, width // 96), 3), dtype=np.uint8)
+def photo(
+    width: int,
+    height: int,
+    seed: int = 0,
+    *,
+    rng: np.random.Generator | None = None,
+    cell: int = 96,
+    shapes: int | tuple[int, int] = 6,
+) -> Image.Image:
+    """A photo-like RGB image: smooth colour regions, a few shapes, some fine grain.
+
+    `rng`: draw from this generator (a sequence of images from one) instead of one seeded by
+    `seed`; `cell`: the pixels of one random colour before smoothing; `shapes`: how many, or
+    (low, high) to draw the number from `rng`."""
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    coarse = rng.integers(
+        0, 256, (max(2, height // cell), max(2, width // cell), 3), dtype=np.uint8
+    )
     img = Image.fromarray(coarse, "RGB").resize((width, height), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(img)
-    for _ in range(6):
+    count = shapes if isinstance(shapes, int) else int(rng.integers(*shapes))
+    for _ in range(count):
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
         x1 = x0 + int(rng.integers(width // 10, width // 3 + 2))
         y1 = y0 + int(rng.integers(height // 10, height // 3 + 2))
